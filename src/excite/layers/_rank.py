@@ -1,0 +1,79 @@
+"""Rank helpers: one code path for 1D, 2D and 3D.
+
+A tensor of rank d + 2 is laid out (N, C, *spatial) with spatial = (L,), (H, W) or
+(T, H, W). Modules look up their layer classes here by ``spatial_dims`` instead of
+hard-coding ``Conv2d``; forwards reduce over :func:`spatial_axes` instead of ``(2, 3)``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+SPATIAL_DIMS = (1, 2, 3)
+
+_CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_BATCH_NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_MAX_POOL: dict[int, type[nn.Module]] = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_AVG_POOL: dict[int, type[nn.Module]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+_ADAPTIVE_AVG_POOL: dict[int, type[nn.Module]] = {
+    1: nn.AdaptiveAvgPool1d,
+    2: nn.AdaptiveAvgPool2d,
+    3: nn.AdaptiveAvgPool3d,
+}
+
+
+def check_spatial_dims(spatial_dims: object, *, name: str = "spatial_dims") -> int:
+    """Return ``spatial_dims`` if it is 1, 2 or 3, else raise naming the argument."""
+    if isinstance(spatial_dims, bool) or not isinstance(spatial_dims, int):
+        raise TypeError(f"{name} must be an int in {SPATIAL_DIMS}, got {spatial_dims!r}")
+    if spatial_dims not in SPATIAL_DIMS:
+        raise ValueError(f"{name} must be one of {SPATIAL_DIMS}, got {spatial_dims!r}")
+    return spatial_dims
+
+
+def conv_nd(spatial_dims: int) -> type[nn.Module]:
+    """``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d``."""
+    return _CONV[check_spatial_dims(spatial_dims)]
+
+
+def batch_norm_nd(spatial_dims: int) -> type[nn.Module]:
+    """``nn.BatchNorm1d`` / ``nn.BatchNorm2d`` / ``nn.BatchNorm3d``."""
+    return _BATCH_NORM[check_spatial_dims(spatial_dims)]
+
+
+def max_pool_nd(spatial_dims: int) -> type[nn.Module]:
+    """``nn.MaxPool1d`` / ``nn.MaxPool2d`` / ``nn.MaxPool3d``."""
+    return _MAX_POOL[check_spatial_dims(spatial_dims)]
+
+
+def avg_pool_nd(spatial_dims: int) -> type[nn.Module]:
+    """``nn.AvgPool1d`` / ``nn.AvgPool2d`` / ``nn.AvgPool3d``."""
+    return _AVG_POOL[check_spatial_dims(spatial_dims)]
+
+
+def adaptive_avg_pool_nd(spatial_dims: int) -> type[nn.Module]:
+    """``nn.AdaptiveAvgPool{1,2,3}d`` (use :func:`spatial_axes` + ``mean`` in attention)."""
+    return _ADAPTIVE_AVG_POOL[check_spatial_dims(spatial_dims)]
+
+
+def spatial_axes(ndim: int) -> tuple[int, ...]:
+    """The spatial axes of an (N, C, *spatial) tensor of rank ``ndim``: (2, ..., ndim-1)."""
+    return tuple(range(2, ndim))
+
+
+def ntuple(value: int | tuple[int, ...], spatial_dims: int, *, name: str) -> tuple[int, ...]:
+    """Expand an int to a ``spatial_dims``-tuple; check a tuple has that length."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a tuple of {spatial_dims} ints, got {value!r}")
+    if isinstance(value, int):
+        return (value,) * spatial_dims
+    if isinstance(value, (tuple, list)) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        if len(value) != spatial_dims:
+            raise ValueError(
+                f"{name} must have {spatial_dims} entries for spatial_dims={spatial_dims}, "
+                f"got {tuple(value)!r}"
+            )
+        return tuple(value)
+    raise TypeError(f"{name} must be an int or a tuple of {spatial_dims} ints, got {value!r}")
