@@ -1,0 +1,151 @@
+"""IDX reader and the fashion-mnist dataset, on small IDX files the tests write."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from excite.data import fashion_mnist, load_splits, read_idx
+from excite.errors import ExciteError
+
+
+def write_idx(path: Path, array: np.ndarray, type_code: int = 0x08, *, gz: bool = False) -> Path:
+    """IDX writer written from the format description: 0, 0, type, ndim, big-endian dims, data."""
+    big_endian = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[type_code]
+    payload = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload += np.ascontiguousarray(array, dtype=big_endian).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize(
+    "type_code, dtype", [(0x08, np.uint8), (0x09, np.int8), (0x0B, np.int16), (0x0C, np.int32), (0x0D, np.float32), (0x0E, np.float64)]
+)
+def test_read_idx_round_trip(tmp_path, gz, type_code, dtype):
+    rng = np.random.default_rng(0)
+    array = (rng.standard_normal((3, 4, 5)) * 50).astype(dtype)
+    path = write_idx(tmp_path / "a-idx3", array, type_code, gz=gz)
+    out = read_idx(path)
+    assert out.dtype == np.dtype(dtype) and out.dtype.isnative
+    np.testing.assert_array_equal(out, array)
+
+
+def test_read_idx_header_bytes_by_hand(tmp_path):
+    # 2 labels (7, 9): magic 0x00000801, one dim = 2
+    (tmp_path / "l").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x02\x07\x09")
+    np.testing.assert_array_equal(read_idx(tmp_path / "l"), [7, 9])
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (b"\x12\x34\x08\x01\x00\x00\x00\x01\x05", "bad magic number"),
+        (b"\x00\x00\x07\x01\x00\x00\x00\x01\x05", "bad magic number"),  # unknown type code
+        (b"\x00\x00\x08\x03\x00\x00", "truncated IDX header"),
+        (b"\x00\x00\x08\x01\x00\x00\x00\x03\x05", "file has 9 bytes"),  # 3 labels declared, 1 given
+        (b"\x00\x00\x08\x01\x00\x00\x00\x01\x05\x06", "file has 10 bytes"),  # trailing byte
+        (b"\x00\x00", "only 2 bytes"),
+    ],
+)
+def test_read_idx_rejects_bad_files(tmp_path, content, match):
+    (tmp_path / "bad").write_bytes(content)
+    with pytest.raises(ExciteError, match=match):
+        read_idx(tmp_path / "bad")
+
+
+def test_read_idx_corrupt_gzip(tmp_path):
+    (tmp_path / "x.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ExciteError, match="cannot read IDX file"):
+        read_idx(tmp_path / "x.gz")
+
+
+def _fake_fashion(folder: Path, n_train: int = 40, n_test: int = 20, gz: bool = True) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3 % 10).astype(np.uint8),
+    }
+    for stem, array in arrays.items():
+        write_idx(folder / stem, array, gz=gz)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_from_data_dir(tmp_path, gz):
+    arrays = _fake_fashion(tmp_path, gz=gz)
+    splits = load_splits("fashion-mnist", data_dir=tmp_path, normalize=False)
+    info = splits.info
+    assert (info.num_classes, info.in_channels, info.spatial_dims, info.sample_shape) == (10, 1, 2, (1, 28, 28))
+    assert info.class_names[0] == "T-shirt/top" and info.class_names[9] == "Ankle boot"
+    assert len(splits.train) == 40 and len(splits.val) == 20  # the test split is the val split
+    x, y = splits.val[7]
+    assert x.dtype == torch.float32 and x.shape == (1, 28, 28)
+    assert y == int(arrays["t10k-labels-idx1-ubyte"][7])
+    np.testing.assert_allclose(x[0].numpy(), arrays["t10k-images-idx3-ubyte"][7] / 255.0, atol=1e-6)
+
+
+def test_fashion_mnist_normalisation_uses_training_mean_and_std(tmp_path):
+    arrays = _fake_fashion(tmp_path / "fashion-mnist")  # the subfolder of data_dir is searched too
+    splits = load_splits("fashion-mnist", data_dir=tmp_path)
+    train = arrays["train-images-idx3-ubyte"] / 255.0
+    mean, std = train.mean(), train.std()
+    x, _ = splits.train[3]
+    np.testing.assert_allclose(x[0].numpy(), (train[3] - mean) / std, atol=1e-5)
+    whole = torch.stack([splits.train[i][0] for i in range(len(splits.train))])
+    assert abs(whole.mean().item()) < 1e-5 and whole.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_fashion_mnist_subsets_are_seeded_and_balanced(tmp_path):
+    _fake_fashion(tmp_path)
+    a = load_splits("fashion-mnist", data_dir=tmp_path, train_size=20, val_size=10, seed=0)
+    b = load_splits("fashion-mnist", data_dir=tmp_path, train_size=20, val_size=10, seed=0)
+    c = load_splits("fashion-mnist", data_dir=tmp_path, train_size=20, val_size=10, seed=1)
+    assert len(a.train) == 20 and len(a.val) == 10
+    labels = [a.train[i][1] for i in range(20)]
+    assert np.bincount(labels, minlength=10).tolist() == [2] * 10
+    same = all(torch.equal(a.train[i][0], b.train[i][0]) for i in range(20))
+    differ = any(not torch.equal(a.train[i][0], c.train[i][0]) for i in range(20))
+    assert same and differ
+
+
+def test_fashion_mnist_missing_files_names_the_places_searched(tmp_path, monkeypatch):
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    given = tmp_path / "given"
+    given.mkdir()
+    with pytest.raises(ExciteError) as info:
+        load_splits("fashion-mnist", data_dir=given)
+    message = str(info.value)
+    for place in (given, given / "fashion-mnist", tmp_path / "system", tmp_path / "xdg" / "excite" / "fashion-mnist"):
+        assert str(place) in message
+    assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_fashion_mnist_rejects_wrong_image_size(tmp_path):
+    arrays = _fake_fashion(tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte", arrays["train-images-idx3-ubyte"][:, :27, :27], gz=True)
+    with pytest.raises(ExciteError, match=r"\(N, 28, 28\)"):
+        load_splits("fashion-mnist", data_dir=tmp_path)
+
+
+@pytest.mark.skipif(not fashion_mnist.SYSTEM_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_files():
+    splits = load_splits("fashion-mnist", data_dir=None)
+    assert len(splits.train) == 60000 and len(splits.val) == 10000  # published sizes
+    labels = np.asarray(splits.val.labels)
+    assert np.bincount(labels).tolist() == [1000] * 10  # the test set is balanced
+    x, _ = splits.train[0]
+    assert x.shape == (1, 28, 28)
