@@ -1,0 +1,619 @@
+"""One rank-generic ResNet (He et al. 2016) with an attention switch in every block.
+
+The same classes build 1D, 2D and 3D networks: layer classes are looked up by
+``spatial_dims`` (:mod:`excite.layers._rank`) and the k x k convolutions of a block come
+from an injected *conv builder*, so video ResNets (R3D, MC3, R(2+1)D) are this ResNet with
+other builders (see :mod:`excite.models.video`).
+
+Attention placement (``attention_position``), after Hu et al., "Squeeze-and-Excitation
+Networks", TPAMI 2019, Table 14 / Fig. 5::
+
+    standard            pre                 post                identity
+    x ──┬──────┐        x ──┬──────┐        x ──┬──────┐        x ──┬──────┐
+        │    convs          │     ATT           │    convs          │     ATT
+        │     ATT           │    convs          │      │            │    convs
+        └──(+)─┘            └──(+)─┘            └──(+)─┘            └──(+)─┘
+          relu                relu                relu                relu
+                                                  ATT
+
+"standard" (attention after the last BatchNorm of the residual branch, before the
+addition) is where both the SE and the CBAM papers put their modules.
+
+Parameter and state-dict names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``,
+``downsample.0``, ``fc``) so torchvision's 2D checkpoints load unchanged; attention
+modules live under ``layerS.B.attention``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from excite.layers._rank import (
+    adaptive_avg_pool_nd,
+    batch_norm_nd,
+    check_spatial_dims,
+    conv_nd,
+    max_pool_nd,
+    ntuple,
+)
+from excite.models._attention import (
+    ATTENTION_POSITIONS,
+    check_attention_args,
+    is_none,
+    make_attention,
+    zero_init_spatial_norm,
+)
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "ConvBuilder",
+    "ConvNd",
+    "PadShortcut",
+    "ResNet",
+]
+
+
+class ConvBuilder(Protocol):
+    """Builds the k x k (x k) convolution of a residual block.
+
+    Called as ``builder(in_channels, out_channels, stride=s, groups=g,
+    spatial_dims=d, block_channels=(block_in, planes))``; ``block_channels`` lets a
+    factorised builder size its intermediate width from the whole block, as
+    torchvision's R(2+1)D does. ``downsample_stride(s, d)`` gives the stride of the
+    1 x 1 projection shortcut of a block whose convolution has stride ``s``.
+    """
+
+    def __call__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int,
+        groups: int,
+        spatial_dims: int,
+        block_channels: tuple[int, int],
+    ) -> nn.Module: ...
+
+    def downsample_stride(self, stride: int, spatial_dims: int) -> tuple[int, ...]: ...
+
+
+class ConvNd:
+    """The plain builder: a 3^d convolution, stride ``s`` on every axis, no bias."""
+
+    def __init__(self, kernel_size: int = 3) -> None:
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+            raise ValueError(f"kernel_size must be a positive int, got {kernel_size!r}")
+        self.kernel_size = kernel_size
+
+    def __call__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int,
+        groups: int,
+        spatial_dims: int,
+        block_channels: tuple[int, int],
+    ) -> nn.Module:
+        del block_channels  # the plain convolution needs no intermediate width
+        return conv_nd(spatial_dims)(
+            in_channels,
+            out_channels,
+            kernel_size=self.kernel_size,
+            stride=stride,
+            padding=self.kernel_size // 2,
+            groups=groups,
+            bias=False,
+        )
+
+    def downsample_stride(self, stride: int, spatial_dims: int) -> tuple[int, ...]:
+        return (stride,) * spatial_dims
+
+    def __repr__(self) -> str:
+        return f"ConvNd(kernel_size={self.kernel_size})"
+
+
+class PadShortcut(nn.Module):
+    """Parameter-free shortcut: subsample by ``stride`` and zero-pad the new channels.
+
+    He et al. 2016's option (A), used by their CIFAR ResNets: ``x[:, :, ::s, ::s]``
+    followed by ``extra_channels`` zero channels (half before, half after, the common
+    reading of "extra zero entries padded for increasing dimensions").
+    """
+
+    def __init__(self, stride: int, extra_channels: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = extra_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * (x.ndim - 2)]
+        if self.extra_channels:
+            before = self.extra_channels // 2
+            after = self.extra_channels - before
+            x = nn.functional.pad(x, (0, 0) * (x.ndim - 2) + (before, after))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, extra_channels={self.extra_channels}"
+
+
+def _check_position(attention_position: str) -> str:
+    if attention_position not in ATTENTION_POSITIONS:
+        raise ValueError(
+            f"attention_position must be one of {ATTENTION_POSITIONS}, got {attention_position!r}"
+        )
+    return attention_position
+
+
+class _ResidualBlock(nn.Module):
+    """Shared forward of the two ResNet blocks: residual branch, attention, addition."""
+
+    expansion = 1
+    attention_position: str
+    downsample: nn.Module | None
+    attention: nn.Module
+
+    def _attention_channels(self, in_channels: int, out_channels: int) -> int:
+        return in_channels if self.attention_position == "pre" else out_channels
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        position = self.attention_position
+        if position == "identity":
+            identity = self.attention(identity)
+        out = self.residual(self.attention(x) if position == "pre" else x)
+        if position == "standard":
+            out = self.attention(out)
+        out = self.relu(out + identity)
+        if position == "post":
+            out = self.attention(out)
+        return out
+
+
+class BasicBlock(_ResidualBlock):
+    """Two k x k convolutions with BatchNorm (He et al. 2016, Fig. 2 left)::
+
+        x ─┬─ conv1 (stride) ─ bn1 ─ relu ─ conv2 ─ bn2 ─ [attention] ─(+)─ relu ─ out
+           └──────────────── identity / downsample(x) ─────────────────┘
+
+    Args:
+        in_channels: channels of the block input.
+        planes: channels of both convolutions; the output has ``planes`` channels.
+        stride: stride of ``conv1`` (and of the projection shortcut).
+        downsample: shortcut module, or None for the identity.
+        spatial_dims: rank d of the (N, C, *spatial) input.
+        conv_builder: builds the k x k convolutions (:class:`ConvNd` by default).
+        groups, base_width: must be 1 and 64 (ResNeXt widths need :class:`Bottleneck`).
+        stride_in_1x1: ignored (a basic block has no 1 x 1 convolution).
+        attention, attention_kwargs, attention_position: see :class:`ResNet`.
+    """
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        spatial_dims: int = 2,
+        conv_builder: ConvBuilder | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        attention: str | None = None,
+        attention_kwargs: Mapping[str, Any] | None = None,
+        attention_position: str = "standard",
+    ) -> None:
+        super().__init__()
+        del stride_in_1x1
+        if groups != 1 or base_width != 64:
+            raise ValueError(
+                f"BasicBlock supports only groups=1 and base_width=64, got groups={groups}, "
+                f"base_width={base_width}; use the Bottleneck block for ResNeXt widths"
+            )
+        builder = conv_builder if conv_builder is not None else ConvNd()
+        norm = batch_norm_nd(spatial_dims)
+        self.attention_position = _check_position(attention_position)
+        block_channels = (in_channels, planes)
+        self.conv1 = builder(
+            in_channels, planes, stride=stride, groups=1, spatial_dims=spatial_dims,
+            block_channels=block_channels,
+        )
+        self.bn1 = norm(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = builder(
+            planes, planes, stride=1, groups=1, spatial_dims=spatial_dims,
+            block_channels=block_channels,
+        )
+        self.bn2 = norm(planes)
+        self.attention = make_attention(
+            attention,
+            self._attention_channels(in_channels, planes),
+            spatial_dims=spatial_dims,
+            kwargs=attention_kwargs or {},
+        )
+        self.downsample = downsample
+        self.stride = stride
+
+    @property
+    def last_norm(self) -> nn.Module:
+        """The BatchNorm that ends the residual branch (zeroed by zero_init_residual)."""
+        return self.bn2
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.bn2(self.conv2(out))
+
+
+class Bottleneck(_ResidualBlock):
+    """1 x 1 → k x k (grouped) → 1 x 1 bottleneck (He et al. 2016; Xie et al. 2017)::
+
+        x ─┬─ conv1 1x1 ─ bn1 ─ relu ─ conv2 kxk/g ─ bn2 ─ relu ─ conv3 1x1 ─ bn3
+           │                                                  ─ [attention] ─(+)─ relu
+           └──────────────── identity / downsample(x) ─────────────────────────┘
+
+    The inner width is ``int(planes * base_width / 64) * groups`` (ResNeXt's C x d) and
+    the output has ``planes * 4`` channels.
+
+    Args:
+        in_channels: channels of the block input.
+        planes: base width of the stage (64, 128, 256, 512 in ResNet-50).
+        stride: the block's stride; on the 1 x 1 ``conv1`` when ``stride_in_1x1`` (the
+            original Caffe ResNet, whose FLOPs the SE and CBAM papers report) else on
+            the k x k ``conv2`` (torchvision's "ResNet v1.5").
+        downsample: shortcut module, or None for the identity.
+        spatial_dims: rank d of the (N, C, *spatial) input.
+        conv_builder: builds the k x k convolution (:class:`ConvNd` by default).
+        groups: cardinality C of ResNeXt (groups of ``conv2``).
+        base_width: width d of each group for ``planes == 64``.
+        attention, attention_kwargs, attention_position: see :class:`ResNet`.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_channels: int,
+        planes: int,
+        *,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        spatial_dims: int = 2,
+        conv_builder: ConvBuilder | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        attention: str | None = None,
+        attention_kwargs: Mapping[str, Any] | None = None,
+        attention_position: str = "standard",
+    ) -> None:
+        super().__init__()
+        builder = conv_builder if conv_builder is not None else ConvNd()
+        conv = conv_nd(spatial_dims)
+        norm = batch_norm_nd(spatial_dims)
+        self.attention_position = _check_position(attention_position)
+        width = int(planes * (base_width / 64.0)) * groups
+        out_channels = planes * self.expansion
+        stride_1x1, stride_kxk = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = conv(in_channels, width, kernel_size=1, stride=stride_1x1, bias=False)
+        self.bn1 = norm(width)
+        self.conv2 = builder(
+            width, width, stride=stride_kxk, groups=groups, spatial_dims=spatial_dims,
+            block_channels=(in_channels, planes),
+        )
+        self.bn2 = norm(width)
+        self.conv3 = conv(width, out_channels, kernel_size=1, bias=False)
+        self.bn3 = norm(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.attention = make_attention(
+            attention,
+            self._attention_channels(in_channels, out_channels),
+            spatial_dims=spatial_dims,
+            kwargs=attention_kwargs or {},
+        )
+        self.downsample = downsample
+        self.stride = stride
+
+    @property
+    def last_norm(self) -> nn.Module:
+        """The BatchNorm that ends the residual branch (zeroed by zero_init_residual)."""
+        return self.bn3
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
+
+
+StemConv = Callable[[int, int, int], nn.Module]
+"""``stem_conv(in_channels, out_channels, spatial_dims) -> module`` for a custom stem."""
+
+
+class ResNet(nn.Module):
+    """Rank-generic ResNet / ResNeXt / wide ResNet with an attention switch.
+
+    Layout (torchvision names)::
+
+        x (N, C_in, *spatial)
+        → conv1 → bn1 → relu → maxpool                    stem
+        → layer1 … layerS                                 stages of residual blocks
+        → avgpool → flatten → fc                          (N, num_classes)
+
+    Args:
+        block: :class:`BasicBlock` or :class:`Bottleneck`.
+        layers: number of blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
+        num_classes: outputs of ``fc``.
+        in_channels: channels of the input.
+        spatial_dims: rank d of the input (1 signals, 2 images, 3 volumes / clips).
+        widths: ``planes`` of each stage (the block multiplies by its expansion).
+        strides: stride of each stage's first block; default 1 then 2s.
+        stem_channels: output channels of the stem.
+        stem_kernel_size, stem_stride, stem_padding: int (cubic) or d-tuples for the
+            stem convolution; padding defaults to ``kernel // 2``.
+        stem_pool: 3^d max-pool with stride 2 after the stem (ImageNet ResNets).
+        stem_conv: custom stem convolution ``f(in_channels, stem_channels, d)``
+            (replaces kernel/stride/padding; R(2+1)D's factorised stem).
+        conv_builder: one :class:`ConvBuilder` or one per stage, for the blocks' k x k
+            convolutions.
+        groups, base_width: ResNeXt cardinality C and group width d (Bottleneck only).
+        shortcut: "conv" (1 x 1 projection + BatchNorm where shapes change, option B)
+            or "pad" (parameter-free subsample + zero padding, option A).
+        stride_in_1x1: put a Bottleneck's stride on its first 1 x 1 convolution.
+        attention: name for ``excite.create_attention`` ("se", "cbam", …) or None.
+        attention_kwargs: keyword arguments for every attention module.
+        attention_position: "standard", "pre", "post" or "identity" (module docstring).
+        attention_stages: 1-based stages that get attention (default: all).
+        zero_init_residual: zero the last BatchNorm weight of every residual branch.
+        fc_init_std: if given, ``fc.weight ~ N(0, std)`` and zero bias (video ResNets use
+            0.01); else PyTorch's default Linear init.
+
+    Raises:
+        ValueError / TypeError: an argument outside what is allowed (message names it).
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        layers: Sequence[int],
+        *,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        spatial_dims: int = 2,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        strides: Sequence[int] | None = None,
+        stem_channels: int = 64,
+        stem_kernel_size: int | Sequence[int] = 7,
+        stem_stride: int | Sequence[int] = 2,
+        stem_padding: int | Sequence[int] | None = None,
+        stem_pool: bool = True,
+        stem_conv: StemConv | None = None,
+        conv_builder: ConvBuilder | Sequence[ConvBuilder] | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        shortcut: str = "conv",
+        stride_in_1x1: bool = False,
+        attention: str | None = None,
+        attention_kwargs: Mapping[str, Any] | None = None,
+        attention_position: str = "standard",
+        attention_stages: Sequence[int] | None = None,
+        zero_init_residual: bool = False,
+        fc_init_std: float | None = None,
+    ) -> None:
+        super().__init__()
+        spatial_dims = check_spatial_dims(spatial_dims)
+        if block not in (BasicBlock, Bottleneck):
+            raise TypeError(f"block must be BasicBlock or Bottleneck, got {block!r}")
+        layers = _positive_ints(layers, "layers")
+        widths = _positive_ints(widths, "widths")
+        if len(widths) != len(layers):
+            raise ValueError(
+                f"widths must have one entry per stage ({len(layers)} stages from "
+                f"layers={layers}), got widths={widths}"
+            )
+        strides = (
+            (1,) + (2,) * (len(layers) - 1)
+            if strides is None
+            else _positive_ints(strides, "strides")
+        )
+        if len(strides) != len(layers):
+            raise ValueError(
+                f"strides must have one entry per stage ({len(layers)}), got {strides}"
+            )
+        num_classes = _positive_int(num_classes, "num_classes")
+        in_channels = _positive_int(in_channels, "in_channels")
+        stem_channels = _positive_int(stem_channels, "stem_channels")
+        groups = _positive_int(groups, "groups")
+        base_width = _positive_int(base_width, "base_width")
+        if shortcut not in ("conv", "pad"):
+            raise ValueError(f"shortcut must be 'conv' or 'pad', got {shortcut!r}")
+        attention, attention_kwargs = check_attention_args(attention, attention_kwargs)
+        _check_position(attention_position)
+        if attention_stages is None:
+            stages_with_attention = set(range(1, len(layers) + 1))
+        else:
+            stages_with_attention = set(_positive_ints(attention_stages, "attention_stages"))
+            bad = sorted(s for s in stages_with_attention if s > len(layers))
+            if bad:
+                raise ValueError(
+                    f"attention_stages are numbered 1..{len(layers)} for this network, "
+                    f"got {tuple(attention_stages)!r}"
+                )
+        if conv_builder is None or not isinstance(conv_builder, Sequence):
+            builders: tuple[Any, ...] = (conv_builder or ConvNd(),) * len(layers)
+        else:
+            builders = tuple(conv_builder)
+            if len(builders) != len(layers):
+                raise ValueError(
+                    f"conv_builder must be one builder or one per stage ({len(layers)}), "
+                    f"got {len(builders)}"
+                )
+
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.attention_name = None if is_none(attention) else attention
+        self.attention_position = attention_position
+        self.attention_stages = tuple(sorted(stages_with_attention))
+
+        # stem: torchvision's conv1 / bn1 / relu / maxpool
+        conv = conv_nd(spatial_dims)
+        norm = batch_norm_nd(spatial_dims)
+        if stem_conv is not None:
+            self.conv1 = stem_conv(in_channels, stem_channels, spatial_dims)
+        else:
+            kernel = ntuple(stem_kernel_size, spatial_dims, name="stem_kernel_size")
+            padding = (
+                tuple(k // 2 for k in kernel)
+                if stem_padding is None
+                else ntuple(stem_padding, spatial_dims, name="stem_padding")
+            )
+            self.conv1 = conv(
+                in_channels,
+                stem_channels,
+                kernel_size=kernel,
+                stride=ntuple(stem_stride, spatial_dims, name="stem_stride"),
+                padding=padding,
+                bias=False,
+            )
+        self.bn1 = norm(stem_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = (
+            max_pool_nd(spatial_dims)(kernel_size=3, stride=2, padding=1)
+            if stem_pool
+            else nn.Identity()
+        )
+
+        channels = stem_channels
+        for index, (depth, width, stride, builder) in enumerate(
+            zip(layers, widths, strides, builders), start=1
+        ):
+            stage_attention = attention if index in stages_with_attention else None
+            blocks = []
+            for b in range(depth):
+                block_stride = stride if b == 0 else 1
+                out_channels = width * block.expansion
+                downsample: nn.Module | None = None
+                if block_stride != 1 or channels != out_channels:
+                    if shortcut == "pad":
+                        downsample = PadShortcut(block_stride, out_channels - channels)
+                    else:
+                        downsample = nn.Sequential(
+                            conv(
+                                channels,
+                                out_channels,
+                                kernel_size=1,
+                                stride=builder.downsample_stride(block_stride, spatial_dims),
+                                bias=False,
+                            ),
+                            norm(out_channels),
+                        )
+                blocks.append(
+                    block(
+                        channels,
+                        width,
+                        stride=block_stride,
+                        downsample=downsample,
+                        spatial_dims=spatial_dims,
+                        conv_builder=builder,
+                        groups=groups,
+                        base_width=base_width,
+                        stride_in_1x1=stride_in_1x1,
+                        attention=stage_attention,
+                        attention_kwargs=attention_kwargs if stage_attention else None,
+                        attention_position=attention_position,
+                    )
+                )
+                channels = out_channels
+            self.add_module(f"layer{index}", nn.Sequential(*blocks))
+        self.num_stages = len(layers)
+        self.num_features = channels
+        self.avgpool = adaptive_avg_pool_nd(spatial_dims)(1)
+        self.fc = nn.Linear(channels, num_classes)
+
+        self._init_weights(
+            zero_init_residual=zero_init_residual,
+            fc_init_std=fc_init_std,
+            official_cbam=(
+                isinstance(attention, str)
+                and attention.lower() == "cbam"
+                and attention_kwargs.get("variant") == "official"
+            ),
+        )
+
+    def stages(self) -> list[nn.Sequential]:
+        """``[layer1, …, layerS]``."""
+        return [getattr(self, f"layer{i}") for i in range(1, self.num_stages + 1)]
+
+    def _init_weights(
+        self, *, zero_init_residual: bool, fc_init_std: float | None, official_cbam: bool
+    ) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.affine:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if fc_init_std is not None:
+            nn.init.normal_(self.fc.weight, 0.0, fc_init_std)
+            nn.init.zeros_(self.fc.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    nn.init.zeros_(m.last_norm.weight)
+        if official_cbam:
+            zero_init_spatial_norm(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and stages: (N, C_in, *spatial) → (N, num_features, *spatial / 32)."""
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"{type(self).__name__} with spatial_dims={self.spatial_dims} expects input "
+                f"of shape (N, {self.in_channels}, {_spatial_names(self.spatial_dims)}), "
+                f"got shape {tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects {self.in_channels} input channels, got "
+                f"input of shape {tuple(x.shape)}"
+            )
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for stage in self.stages():
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, *spatial) → logits (N, num_classes)."""
+        x = self.avgpool(self.forward_features(x))
+        return self.fc(torch.flatten(x, 1))
+
+
+def _spatial_names(spatial_dims: int) -> str:
+    return {1: "L", 2: "H, W", 3: "T, H, W"}[spatial_dims]
+
+
+def _positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _positive_ints(values: object, name: str) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise TypeError(f"{name} must be a non-empty sequence of positive ints, got {values!r}")
+    return tuple(_positive_int(v, name) for v in values)
