@@ -15,6 +15,7 @@ from __future__ import annotations
 
 # importing the builders registers them
 from excite.data import fashion_mnist as _fashion_mnist  # noqa: F401
+from excite.data import folders as _folders  # noqa: F401
 from excite.data import synthetic as _synthetic  # noqa: F401
 from excite.data._common import DataWarning
 from excite.data.fashion_mnist import read_idx

@@ -123,6 +123,18 @@ class Choice(Kind):
         return " | ".join(self.choices)
 
 
+class Text(Kind):
+    """Any non-empty string."""
+
+    def __call__(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise TypeError(f"option {name!r} must be a non-empty string, got {value!r}")
+        return value.strip()
+
+    def describe(self) -> str:
+        return "text"
+
+
 class Size(Kind):
     """``n`` positive ints: an int (repeated), a sequence, or ``"64x64"`` / ``"64,64"``."""
 
