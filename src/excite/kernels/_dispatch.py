@@ -1,0 +1,121 @@
+"""Which implementation the attention modules run: the global default and its resolution."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+from collections.abc import Iterator
+
+import torch
+
+IMPLS = ("auto", "reference", "fused", "triton")
+
+_default = "auto"
+
+
+def check_impl(impl: object, *, name: str = "impl") -> str:
+    """Return ``impl`` if it is one of :data:`IMPLS`."""
+    if not isinstance(impl, str):
+        raise TypeError(f"{name} must be one of {list(IMPLS)}, got {impl!r}")
+    if impl not in IMPLS:
+        raise ValueError(f"{name} must be one of {list(IMPLS)}, got {impl!r}")
+    return impl
+
+
+def set_default_impl(impl: str) -> None:
+    """Set the implementation used by modules and functions whose ``impl`` is None.
+
+    Args:
+        impl: "auto" (the default: fused where measured faster, Triton on CUDA when
+            installed, the reference path while exporting/tracing), "reference",
+            "fused" or "triton".
+
+    Raises:
+        TypeError, ValueError: ``impl`` is not one of the four names.
+    """
+    global _default
+    _default = check_impl(impl)
+
+
+def get_default_impl() -> str:
+    """The current global default (see :func:`set_default_impl`)."""
+    return _default
+
+
+@contextlib.contextmanager
+def use_impl(impl: str) -> Iterator[None]:
+    """Context manager: ``with excite.kernels.use_impl("reference"): ...``."""
+    global _default
+    previous = _default
+    set_default_impl(impl)
+    try:
+        yield
+    finally:
+        _default = previous
+
+
+def triton_available() -> bool:
+    """True when the optional ``triton`` package is importable."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_usable(x: torch.Tensor) -> bool:
+    """Triton can run on ``x``: CUDA tensors, or any tensor under TRITON_INTERPRET=1."""
+    if not triton_available():
+        return False
+    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def tracing() -> bool:
+    """True under torch.export / TorchScript / jit tracing / ONNX export."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(
+        (is_exporting is not None and is_exporting())
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def resolve_impl(impl: str | None, x: torch.Tensor, *, supported: bool = True) -> str:
+    """The concrete implementation ("reference", "fused" or "triton") to run on ``x``.
+
+    Args:
+        impl: a name from :data:`IMPLS`, or None for the global default.
+        x: the input (its device decides between Triton and the fused PyTorch path).
+        supported: False when the module's configuration has no fused form (an
+            activation given as a custom class, training-mode BatchNorm, ...).
+
+    Raises:
+        ValueError: "fused"/"triton" was asked for a configuration or device that
+            cannot run it.
+    """
+    impl = _default if impl is None else check_impl(impl)
+    if impl == "reference":
+        return impl
+    if impl == "auto":
+        if not supported or tracing():
+            return "reference"
+        # Measured on CPU (docs/benchmarks.md): the fused autograd functions beat the
+        # reference at every benchmarked shape, forward and forward+backward.
+        if x.is_cuda and triton_available():
+            return "triton"
+        return "fused"
+    if not supported:
+        raise ValueError(
+            f"impl={impl!r} is not available for this configuration (custom activation "
+            "class, training-mode BatchNorm or an arrangement without a fused form); "
+            "use impl='auto' or 'reference'"
+        )
+    if impl == "triton":
+        if not triton_available():
+            from excite.errors import require
+
+            require("triton", extra="triton", purpose="impl='triton'")
+        if not triton_usable(x):
+            raise ValueError(
+                "impl='triton' needs a CUDA tensor (or TRITON_INTERPRET=1 for the CPU "
+                f"interpreter), got a tensor on {x.device}"
+            )
+    return impl

@@ -1,0 +1,167 @@
+"""Fused, memory-lean autograd functions for SE, CBAM's channel and spatial modules and CBAM.
+
+Each function takes the input and the modules' weights and computes the whole block in
+one :class:`torch.autograd.Function`, so autograd keeps only what the analytic backward
+needs: the input ``x``, the small gates and pooled maps, and int64 argmax indices of the
+max pools (instead of the full-size equality mask ``amax``'s backward builds). The
+backward is written out: no ``cat``, no autograd accumulation of full-size partial
+gradients, the gated tensor ``x * M_c`` of CBAM is never saved (it is recomputed inside
+the backward's first pass), and the 2→1 channel spatial convolution's input gradient is
+a forward convolution with the flipped kernel.
+
+Shapes: x is (N, C, *spatial) with 1-3 spatial dims, contiguous or channels_last (any
+other strides are copied once). Weights follow ``torch.nn``: ``w1`` (C/r, C), ``w2``
+(C, C/r) (``nn.Linear``), the spatial kernel (1, P, *k) with odd k. ``scale`` / ``shift``
+are an optional per-map affine after the spatial convolution (a frozen BatchNorm:
+``gamma / sqrt(var + eps)`` and ``beta - mean * scale``; both 1-element tensors).
+
+A max pool routes its gradient to one maximising element (the first in memory order)
+where the reference ``amax`` shares it equally among ties: both are valid subgradients
+and they agree wherever the maximum is unique.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd import Function
+
+from ._ops import (
+    batched_dot_spatial,
+    channel_pools,
+    conv_same,
+    conv_same_input_grad,
+    conv_same_weight_grad,
+    global_pools,
+    mlp_backward,
+    mlp_forward,
+    ncs,
+    act_backward,
+    act_forward,
+    unpool_channel,
+    unpool_global,
+)
+
+
+def _spatial_gate_forward(maps3, spatial, weight, scale, shift, gate):
+    """maps3 (N, P, S) -> (conv input m, pre-gate l, gate s (N, 1, *spatial))."""
+    n, p = maps3.shape[:2]
+    m = maps3.view(n, p, *spatial).to(weight.dtype)
+    conv = conv_same(m, weight)
+    pre = conv if scale is None else conv * scale + shift
+    return m, conv, pre, act_forward(gate, pre)
+
+
+def _spatial_gate_backward(ds, m, conv, pre, s, weight, scale, gate, needs):
+    """ds (N, 1, *spatial) -> (d maps (N, P, *spatial), d weight, d scale, d shift)."""
+    dpre = act_backward(gate, ds.to(s.dtype), pre, s)
+    dscale = dshift = None
+    if scale is not None:
+        if needs[0]:
+            dscale = (dpre * conv).sum().reshape(scale.shape)
+        if needs[1]:
+            dshift = dpre.sum().reshape(scale.shape)
+        dconv = dpre * scale
+    else:
+        dconv = dpre
+    dweight = conv_same_weight_grad(m, dconv, weight) if needs[2] else None
+    dmaps = conv_same_input_grad(dconv, weight)
+    return dmaps, dweight, dscale, dshift
+
+
+class ChannelGateFunction(Function):
+    """y = x * gate(sum_p MLP(pool_p(x))): SE (pools=("avg",)) and CBAM's M_c."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, pools, act, gate):
+        x3 = ncs(x)
+        pooled, idx = global_pools(x3, pools)
+        pooled = pooled.to(w1.dtype)
+        h, z, logits, g = mlp_forward(pooled, w1, b1, w2, b2, act, gate)
+        out3 = x3 * g.to(x.dtype).unsqueeze(-1)
+        ctx.save_for_backward(x, pooled, h, z, logits, g, idx, w1, w2)
+        ctx.cfg = (pools, act, gate, b1 is not None, b2 is not None)
+        return out3.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, pooled, h, z, logits, g, idx, w1, w2 = ctx.saved_tensors
+        pools, act, gate, has_b1, has_b2 = ctx.cfg
+        x3, dy3 = ncs(x), ncs(dout)
+        dg = batched_dot_spatial(dy3, x3).to(g.dtype)
+        dpooled, dw1, db1, dw2, db2 = mlp_backward(
+            dg, pooled, w1, w2, h, z, logits, g, act, gate, (has_b1, has_b2)
+        )
+        dx3 = unpool_global(dy3, dpooled, idx, pools, g.to(x.dtype).unsqueeze(-1))
+        return dx3.view(x.shape), dw1, db1, dw2, db2, None, None, None
+
+
+class SpatialGateFunction(Function):
+    """y = x * gate(affine(conv(pools over channels of x))): CBAM's M_s."""
+
+    @staticmethod
+    def forward(ctx, x, weight, scale, shift, pools, gate):
+        x3 = ncs(x)
+        maps3, idx = channel_pools(x3, pools)
+        m, conv, pre, s = _spatial_gate_forward(maps3, x.shape[2:], weight, scale, shift, gate)
+        out3 = x3 * s.view(x3.shape[0], 1, -1).to(x.dtype)
+        ctx.save_for_backward(x, m, conv, pre, s, idx, weight, scale)
+        ctx.cfg = (pools, gate)
+        return out3.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, m, conv, pre, s, idx, weight, scale = ctx.saved_tensors
+        pools, gate = ctx.cfg
+        x3, dy3 = ncs(x), ncs(dout)
+        n = x3.shape[0]
+        t = dy3 * x3  # the one full-size temporary; reused for dx below
+        ds = t.sum(1, keepdim=True)
+        needs = (ctx.needs_input_grad[2], ctx.needs_input_grad[3], ctx.needs_input_grad[1])
+        dmaps, dweight, dscale, dshift = _spatial_gate_backward(
+            ds.view(s.shape), m, conv, pre, s, weight, scale, gate, needs
+        )
+        s3 = s.view(n, 1, -1).to(x.dtype)
+        dx3 = unpool_channel(t, dy3, s3, dmaps.reshape(n, len(pools), -1), idx, pools)
+        return dx3.view(x.shape), dweight, dscale, dshift, None, None
+
+
+class CBAMFunction(Function):
+    """CBAM, channel then spatial: F' = M_c(F) ⊙ F, F'' = M_s(F') ⊙ F' (Woo et al. eq. 1)."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, weight, scale, shift, channel_pools_, spatial_pools, act, gate):
+        x3 = ncs(x)
+        n = x3.shape[0]
+        pooled, idx_c = global_pools(x3, channel_pools_)
+        pooled = pooled.to(w1.dtype)
+        h, z, logits, g = mlp_forward(pooled, w1, b1, w2, b2, act, gate)
+        y3 = x3 * g.to(x.dtype).unsqueeze(-1)  # F', a temporary: not saved
+        maps3, idx_s = channel_pools(y3, spatial_pools)
+        m, conv, pre, s = _spatial_gate_forward(maps3, x.shape[2:], weight, scale, shift, gate)
+        out3 = y3.mul_(s.view(n, 1, -1).to(x.dtype))
+        ctx.save_for_backward(x, pooled, h, z, logits, g, idx_c, w1, w2, m, conv, pre, s, idx_s, weight, scale)
+        ctx.cfg = (channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None)
+        return out3.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dout):
+        (x, pooled, h, z, logits, g, idx_c, w1, w2, m, conv, pre, s, idx_s, weight, scale) = ctx.saved_tensors
+        cpools, spools, act, gate, has_b1, has_b2 = ctx.cfg
+        x3, dy3 = ncs(x), ncs(dout)
+        n = x3.shape[0]
+        gx = g.to(x.dtype)
+        # dM_s = sum_c dy * F' = sum_c (dy * x) * M_c  (a batched matrix-vector product)
+        t = dy3 * x3
+        ds = torch.bmm(gx.unsqueeze(1), t)  # (N, 1, S)
+        needs = (ctx.needs_input_grad[6], ctx.needs_input_grad[7], ctx.needs_input_grad[5])
+        dmaps, dweight, dscale, dshift = _spatial_gate_backward(
+            ds.view(s.shape), m, conv, pre, s, weight, scale, gate, needs
+        )
+        s3 = s.view(n, 1, -1).to(x.dtype)
+        dy1 = unpool_channel(t, dy3, s3, dmaps.reshape(n, len(spools), -1), idx_s, spools)  # dF'
+        dg = batched_dot_spatial(dy1, x3).to(g.dtype)
+        dpooled, dw1, db1, dw2, db2 = mlp_backward(
+            dg, pooled, w1, w2, h, z, logits, g, act, gate, (has_b1, has_b2)
+        )
+        dx3 = unpool_global(dy1, dpooled, idx_c, cpools, gx.unsqueeze(-1), out=dy1)
+        return (dx3.view(x.shape), dw1, db1, dw2, db2, dweight, dscale, dshift, None, None, None, None)
