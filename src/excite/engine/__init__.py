@@ -1,0 +1,30 @@
+"""Training engine: train/evaluate loops, checkpoints, metrics, DDP, comparisons.
+
+Main entry points:
+
+- :func:`fit` (``excite train``): train a :class:`TrainConfig`, write a run directory.
+- :func:`evaluate` / :func:`evaluate_run` (``excite eval``).
+- :func:`run_compare` (``excite compare``).
+"""
+
+from __future__ import annotations
+
+from excite.engine.builders import Splits
+from excite.engine.compare import run_compare
+from excite.engine.config import TrainConfig
+from excite.engine.evaluate import EvalResult, evaluate, evaluate_run
+from excite.engine.metrics import ClassificationMeter
+from excite.engine.train import Callback, fit, resolve_resume
+
+__all__ = [
+    "Callback",
+    "ClassificationMeter",
+    "EvalResult",
+    "Splits",
+    "TrainConfig",
+    "evaluate",
+    "evaluate_run",
+    "fit",
+    "resolve_resume",
+    "run_compare",
+]

@@ -1,0 +1,121 @@
+"""Train every attention variant x seed and tabulate the results.
+
+Each run lives in ``OUT/<attention>-s<seed>/``. A run whose ``summary.json`` says
+``finished`` (with the same config) is skipped on a re-run; an interrupted one is
+resumed. The table (``compare.md``, ``compare.csv``, ``compare.png`` in ``OUT``) gives,
+per variant: final validation accuracy mean ± sample standard deviation over seeds,
+best accuracy, parameters, GMACs per sample, training throughput (samples/s), mean step
+time and peak memory (means over seeds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from excite.engine import reports
+from excite.engine.builders import check_names
+from excite.engine.config import TrainConfig, load_yaml
+from excite.engine.train import fit
+
+CSV_COLUMNS = (
+    "attention", "seeds", "acc_mean", "acc_std", "best_acc_mean", "params", "gmacs",
+    "samples_per_s", "step_time_ms", "peak_memory_mb",
+)
+
+
+def run_compare(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[int], out: str | Path,
+                *, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train (or reuse) every run and write the comparison files; return the table rows."""
+    if not attentions:
+        raise ValueError("attention list is empty; give e.g. --attention none,se,cbam,eca")
+    if len(set(attentions)) != len(attentions):
+        raise ValueError(f"attention list has duplicates: {','.join(attentions)}")
+    out = Path(out)
+    for attention in attentions:  # fail on a bad name before any training
+        check_names(dataclasses.replace(base, attention=attention))
+    summaries: dict[str, list[dict[str, Any]]] = {a: [] for a in attentions}
+    total = len(attentions) * len(seeds)
+    done = 0
+    for seed in seeds:
+        for attention in attentions:
+            done += 1
+            name = f"{attention}-s{seed}"
+            config = dataclasses.replace(base, attention=attention, seed=seed, name=name, out=str(out))
+            run_dir = out / name
+            summary_path = run_dir / "summary.json"
+            status = reports.read_json(summary_path).get("status") if summary_path.is_file() else None
+            if status == "finished" and _same_config(run_dir, config):
+                log(f"[{done}/{total}] {name}: finished earlier, skipped")
+                summaries[attention].append(reports.read_json(summary_path))
+                continue
+            resume = status in ("interrupted", "running") and (run_dir / "state.pt").is_file() \
+                and _same_config(run_dir, config)
+            log(f"[{done}/{total}] {name}: {'resuming' if resume else 'training'}")
+            summaries[attention].append(fit(config, run_dir=run_dir, resume=resume, log=log))
+    rows = [_row(a, summaries[a]) for a in attentions]
+    title = f"{base.model} on {base.data}, {base.epochs} epochs, {len(seeds)} seed(s)"
+    out.mkdir(parents=True, exist_ok=True)
+    reports.write_csv(out / "compare.csv", rows, CSV_COLUMNS)
+    markdown = format_markdown(rows, title)
+    from excite.engine.checkpoint import atomic_write_text
+
+    atomic_write_text(out / "compare.md", markdown)
+    reports.plot_compare(out / "compare.png", rows, title)
+    log(markdown)
+    return rows
+
+
+def _same_config(run_dir: Path, config: TrainConfig) -> bool:
+    try:
+        saved = load_yaml(run_dir / "config.yaml")
+    except Exception:
+        return False
+    mine = config.to_dict()
+    ignore = {"quiet", "workers", "out", "device"}
+    return all(saved.get(k) == v for k, v in mine.items() if k not in ignore)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    clean = [v for v in values if v is not None]
+    return statistics.fmean(clean) if clean else None
+
+
+def _row(attention: str, summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    accs = [s["final_val_acc"] for s in summaries]
+    return {
+        "attention": attention,
+        "seeds": len(summaries),
+        "acc_mean": statistics.fmean(accs),
+        "acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
+        "best_acc_mean": _mean([s["best_val_acc"] for s in summaries]),
+        "params": summaries[0]["params"],
+        "gmacs": summaries[0]["gmacs"],
+        "samples_per_s": _mean([s["train_samples_per_s"] for s in summaries]),
+        "step_time_ms": _mean([s["step_time_ms"] for s in summaries]),
+        "peak_memory_mb": _mean([s["peak_memory_mb"] for s in summaries]),
+    }
+
+
+def format_markdown(rows: Sequence[dict[str, Any]], title: str = "") -> str:
+    """The comparison as a Markdown table."""
+    head = ("| attention | val acc (mean ± std) | best acc | params | GMACs | train samples/s "
+            "| step ms | peak MB |\n|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        std = f" ± {r['acc_std']:.4f}" if r["acc_std"] is not None else ""
+        gmacs = f"{r['gmacs']:.4f}" if r["gmacs"] is not None else "n/a"
+        lines.append(
+            f"| {r['attention']} | {r['acc_mean']:.4f}{std} | {_f(r['best_acc_mean'], 4)} | "
+            f"{r['params']:,} | {gmacs} | {_f(r['samples_per_s'], 1)} | {_f(r['step_time_ms'], 1)} | "
+            f"{_f(r['peak_memory_mb'], 0)} |"
+        )
+    prefix = f"{title}\n\n" if title else ""
+    return prefix + head + "\n".join(lines) + "\n"
+
+
+def _f(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"

@@ -1,0 +1,185 @@
+"""Training configuration: one flat dataclass, YAML round trip, validated overrides.
+
+Precedence when the CLI builds a config: dataclass defaults < ``--config file.yaml`` <
+flags given on the command line. The resolved config is written to every run directory
+as ``config.yaml`` and read back by ``--resume`` and ``excite eval``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from excite.errors import ExciteError, require
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+AMP_DTYPES = ("bf16", "fp16")
+
+# Options that may change when a run is resumed; every other field must match the
+# saved config, or the resumed run would not continue the same experiment.
+RESUME_OVERRIDABLE = frozenset({"epochs", "quiet", "workers", "out", "device"})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run (field names are the YAML keys).
+
+    Attributes:
+        model: registry name for :func:`excite.create_model`.
+        attention: attention name for the model's ``attention=`` switch, or ``"none"``.
+        data: dataset name for :func:`excite.data.load_splits`.
+        epochs: passes over the training split.
+        batch_size: global batch size (split evenly across DDP processes).
+        lr: peak learning rate.
+        optimizer: ``"sgd"`` (momentum 0.9, Nesterov) or ``"adamw"``.
+        schedule: ``"cosine"`` (per step, to zero), ``"step"`` (x0.1 every
+            ``step_epochs`` epochs) or ``"constant"``.
+        warmup_epochs: linear warm-up length in epochs (fractions allowed).
+        weight_decay: decoupled for AdamW, L2 for SGD.
+        label_smoothing: cross-entropy label smoothing.
+        amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (GradScaler only for fp16 on CUDA).
+        channels_last: use channels_last / channels_last_3d memory format.
+        compile: wrap the model in ``torch.compile``.
+        seed: seeds weights, data order (per epoch: ``seed + epoch``) and the data split.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        workers: DataLoader worker processes.
+        spatial_dims: model rank; ``None`` takes the dataset's.
+        data_dir: folder for file-backed datasets.
+        data_options: extra keyword options for the dataset.
+        val_fraction: validation share for datasets without a test split.
+        train_subset / val_subset: use a seeded random subset of that many samples.
+        model_kwargs / attention_kwargs: extra keyword arguments for the model.
+        out: parent folder of run directories.
+        name: run directory name (default: ``model-attention-data-sSEED``).
+        quiet: plain log lines instead of progress bars.
+    """
+
+    model: str = "tiny_resnet"
+    attention: str = "cbam"
+    data: str = "moving-shapes"
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 0.003
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 30
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    amp: str | None = None
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+    spatial_dims: int | None = None
+    data_dir: str | None = None
+    data_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    val_fraction: float = 0.2
+    train_subset: int | None = None
+    val_subset: int | None = None
+    model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    attention_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    out: str = "runs"
+    name: str | None = None
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field whose value is not allowed."""
+        _positive_int("epochs", self.epochs)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("step_epochs", self.step_epochs)
+        if not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        if self.amp is not None:
+            _choice("amp", self.amp, AMP_DTYPES)
+        _choice("device", self.device, ("auto", "cpu", "cuda"))
+        for key in ("weight_decay", "warmup_epochs", "label_smoothing"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be an int >= 0, got {self.workers!r}")
+        if self.spatial_dims is not None and self.spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2, 3 or null, got {self.spatial_dims!r}")
+        for key in ("train_subset", "val_subset"):
+            if getattr(self, key) is not None:
+                _positive_int(key, getattr(self, key))
+        for key in ("data_options", "model_kwargs", "attention_kwargs"):
+            if not isinstance(getattr(self, key), dict):
+                raise ValueError(f"{key} must be a mapping, got {getattr(self, key)!r}")
+        if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
+            raise ValueError(f"name must be a plain folder name, got {self.name!r}")
+
+    @property
+    def run_name(self) -> str:
+        """The run directory's name."""
+        return self.name or f"{self.model}-{self.attention}-{self.data}-s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, base: TrainConfig | None = None) -> TrainConfig:
+        """Build a config from ``values`` on top of ``base`` (default: the defaults).
+
+        Keys may use ``-`` or ``_``. Unknown keys raise ``ValueError`` listing the valid ones.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        merged = (base or cls()).to_dict()
+        for key, value in values.items():
+            norm = str(key).replace("-", "_")
+            if norm not in fields:
+                raise ValueError(
+                    f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}"
+                )
+            merged[norm] = value
+        if isinstance(merged.get("attention"), str) and merged["attention"].lower() in ("none", ""):
+            merged["attention"] = "none"
+        elif merged.get("attention") is None:
+            merged["attention"] = "none"
+        return cls(**merged)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping (safe loader); raise ``ExciteError`` on a missing/bad file."""
+    yaml = require("yaml", extra="train", purpose="reading YAML configs")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ExciteError(f"config file {path} is not valid YAML: {exc}") from exc
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ExciteError(f"config file {path} must hold a mapping, got {type(values).__name__}")
+    return values
+
+
+def dump_yaml(config: TrainConfig) -> str:
+    yaml = require("yaml", extra="train", purpose="writing YAML configs")
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

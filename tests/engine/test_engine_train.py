@@ -1,0 +1,149 @@
+"""fit(): run directory contents, learning, exact resume after interruption, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from excite.engine import Callback, TrainConfig, fit
+from excite.engine.checkpoint import load_state, load_weights
+from excite.errors import ExciteError
+
+from engine_helpers import TinyNet, blob_splits
+
+# 64 train samples, batch 16 -> 4 steps per epoch
+CONFIG = dict(epochs=2, batch_size=16, lr=0.05, quiet=True, device="cpu", seed=7)
+
+
+def _fit(tmp: Path, name: str, **kw):
+    config = TrainConfig(**{**CONFIG, **kw.pop("config", {})})
+    torch.manual_seed(123)  # fit must not depend on the caller's RNG state
+    return fit(config, splits=blob_splits(), model=TinyNet(), run_dir=tmp / name, log=lambda m: None, **kw)
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+class StopAt(Callback):
+    """Raise KeyboardInterrupt after global step ``step`` (like Ctrl-C between steps)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_run_directory_holds_every_artifact(tmp_path: Path) -> None:
+    summary = _fit(tmp_path, "run", config={"epochs": 3})
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png",
+                 "best.safetensors", "last.safetensors", "state.pt"):
+        assert (run / name).is_file(), name
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == 0.05
+    rows = _rows(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["status"] == "finished" and on_disk["epochs_done"] == 3
+    # TinyNet: conv 1*8*3*3 + 8, BatchNorm 2*8, linear (8*2*2)*4 + 4
+    assert summary["params"] == 72 + 8 + 16 + 128 + 4
+    assert summary["global_step"] == 3 * 4
+    assert summary["final_val_acc"] == pytest.approx(float(rows[-1]["val_acc"]), abs=1e-6)
+    assert summary["best_val_acc"] == pytest.approx(max(float(r["val_acc"]) for r in rows), abs=1e-6)
+    assert summary["train_samples_per_s"] > 0 and summary["step_time_ms"] > 0
+    assert summary["peak_memory_mb"] > 10
+    assert summary["versions"]["torch"] == torch.__version__
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_learns_the_blob_task(tmp_path: Path) -> None:
+    summary = _fit(tmp_path, "learn", config={"epochs": 4, "lr": 0.05})
+    assert summary["final_val_acc"] >= 0.75  # chance is 0.25
+
+
+def test_same_seed_same_metrics(tmp_path: Path) -> None:
+    _fit(tmp_path, "a")
+    _fit(tmp_path, "b")
+    keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    rows_a, rows_b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
+    assert [{k: r[k] for k in keys} for r in rows_a] == [{k: r[k] for k in keys} for r in rows_b]
+
+
+@pytest.mark.parametrize("stop_step", [3, 4, 6])  # mid-epoch 1, end of epoch 1, mid-epoch 2
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path: Path, stop_step: int) -> None:
+    straight = _fit(tmp_path, "straight")
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path, "resumed", callbacks=[StopAt(stop_step)])
+    state = load_state(tmp_path / "resumed" / "state.pt")
+    assert state["global_step"] == stop_step
+    assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["status"] == "interrupted"
+    resumed = _fit(tmp_path, "resumed", resume=True)
+
+    keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    a, b = _rows(tmp_path / "straight"), _rows(tmp_path / "resumed")
+    assert [{k: r[k] for k in keys} for r in a] == [{k: r[k] for k in keys} for r in b]
+    wa = load_weights(tmp_path / "straight" / "last.safetensors")
+    wb = load_weights(tmp_path / "resumed" / "last.safetensors")
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    assert resumed["final_val_acc"] == straight["final_val_acc"]
+    assert resumed["global_step"] == straight["global_step"] == 8
+
+
+def test_resume_can_extend_epochs(tmp_path: Path) -> None:
+    _fit(tmp_path, "short", config={"epochs": 1})
+    summary = _fit(tmp_path, "short", config={"epochs": 2}, resume=True)
+    assert summary["epochs_done"] == 2 and [r["epoch"] for r in _rows(tmp_path / "short")] == ["1", "2"]
+
+
+def test_resume_without_state_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExciteError, match="no resumable training state"):
+        _fit(tmp_path, "empty", resume=True)
+
+
+def test_truncated_state_is_detected_on_resume(tmp_path: Path) -> None:
+    _fit(tmp_path, "run", config={"epochs": 1})
+    state = tmp_path / "run" / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.raises(ExciteError, match="truncated or corrupt"):
+        _fit(tmp_path, "run", resume=True)
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                    reason="signal handlers need the main thread")
+def test_sigint_finishes_the_step_saves_and_raises(tmp_path: Path) -> None:
+    class SendSigint(Callback):
+        def on_step_end(self, trainer) -> None:
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path, "sig", callbacks=[SendSigint()])
+    state = load_state(tmp_path / "sig" / "state.pt")
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (0, 2, 2)
+    # the handler is removed afterwards
+    assert signal.getsignal(signal.SIGINT) is not None
+
+
+def test_model_that_does_not_fit_the_data_fails_before_training(tmp_path: Path) -> None:
+    config = TrainConfig(**CONFIG)
+    with pytest.raises(ValueError, match="in_channels=3 but dataset 'blobs' has 1 channel"):
+        fit(config, splits=blob_splits(), model=TinyNet(in_channels=3), run_dir=tmp_path / "x")
+    with pytest.raises(ValueError, match="has 4 classes"):
+        fit(config, splits=blob_splits(), model=TinyNet(num_classes=3), run_dir=tmp_path / "x")
+    assert not (tmp_path / "x" / "state.pt").exists()
+
+
