@@ -79,14 +79,17 @@ def build_model(config: TrainConfig, info: Any) -> nn.Module:
 
     spatial_dims = config.spatial_dims if config.spatial_dims is not None else info.spatial_dims
     attention = None if config.attention == "none" else config.attention
+    kwargs: dict[str, Any] = {
+        "num_classes": info.num_classes,
+        "in_channels": info.in_channels,
+        "spatial_dims": spatial_dims,
+    }
+    kwargs.update(config.model_kwargs)  # explicit model options win (checked against the data later)
     return excite.create_model(
         config.model,
         attention=attention,
         attention_kwargs=dict(config.attention_kwargs) or None,
-        num_classes=info.num_classes,
-        in_channels=info.in_channels,
-        spatial_dims=spatial_dims,
-        **config.model_kwargs,
+        **kwargs,
     )
 
 

@@ -11,6 +11,7 @@ read with ``torch.load(weights_only=True)``. A missing, truncated or foreign fil
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
 from collections.abc import Callable, Mapping
@@ -144,6 +145,16 @@ def load_state(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, An
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():
+            raise ExciteError(
+                f"training state {path} holds objects other than tensors and plain values; "
+                "refusing to unpickle it (torch.load weights_only=True)"
+            ) from exc
+        raise ExciteError(
+            f"training state {path} is truncated or corrupt ({type(exc).__name__}); "
+            "it was probably written by a process that was killed; start a new run"
+        ) from exc
     except Exception as exc:
         raise ExciteError(
             f"training state {path} is truncated or corrupt ({type(exc).__name__}); "
