@@ -7,6 +7,7 @@ hard-coding ``Conv2d``; forwards reduce over :func:`spatial_axes` instead of ``(
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 SPATIAL_DIMS = (1, 2, 3)
@@ -77,3 +78,27 @@ def ntuple(value: int | tuple[int, ...], spatial_dims: int, *, name: str) -> tup
             )
         return tuple(value)
     raise TypeError(f"{name} must be an int or a tuple of {spatial_dims} ints, got {value!r}")
+
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def stable_mean(x: torch.Tensor, dim: int | tuple[int, ...], *, keepdim: bool = False) -> torch.Tensor:
+    """Mean over ``dim`` that accumulates in float32 for fp16/bf16 input.
+
+    The result has ``x.dtype``. (``F.adaptive_avg_pool3d`` can overflow to inf in fp16,
+    so attention modules pool with this instead.)
+    """
+    if x.dtype in _HALF_DTYPES:
+        return x.mean(dim, keepdim=keepdim, dtype=torch.float32).to(x.dtype)
+    return x.mean(dim, keepdim=keepdim)
+
+
+def global_avg_pool(x: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
+    """Average over all spatial axes: (N, C, *spatial) -> (N, C) (or (N, C, 1, ..., 1))."""
+    return stable_mean(x, spatial_axes(x.ndim), keepdim=keepdim)
+
+
+def global_max_pool(x: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
+    """Maximum over all spatial axes via ``amax`` (deterministic, exportable)."""
+    return x.amax(spatial_axes(x.ndim), keepdim=keepdim)

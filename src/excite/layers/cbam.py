@@ -1,0 +1,281 @@
+"""CBAM (Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018).
+
+:class:`ChannelAttention` is the paper's channel module M_c, :class:`SpatialAttention`
+its spatial module M_s, and :class:`CBAM` chains them in any of the three arrangements
+the paper compares. ``variant="official"`` reproduces the authors' released code
+(MLP biases, [max, mean] maps, BatchNorm after the spatial convolution) so its
+checkpoints load after renaming keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ._common import (
+    check_bool,
+    check_channels,
+    check_choice,
+    check_input,
+    check_kernel_size,
+    check_pools,
+    check_reduction,
+    hidden_width,
+    resolve_activation,
+)
+from ._rank import (
+    batch_norm_nd,
+    check_spatial_dims,
+    conv_nd,
+    global_avg_pool,
+    global_max_pool,
+    stable_mean,
+)
+from .registry import register_attention
+
+POOLS = ("avg", "max")
+ARRANGEMENTS = ("channel-spatial", "spatial-channel", "parallel")
+VARIANTS = ("paper", "official")
+
+
+def _channel_avg(x: torch.Tensor) -> torch.Tensor:
+    return stable_mean(x, 1, keepdim=True)
+
+
+def _channel_max(x: torch.Tensor) -> torch.Tensor:
+    return x.amax(1, keepdim=True)
+
+
+# pool name -> (N, C, *spatial) -> (N, C): descriptors for the channel module
+_GLOBAL_POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "avg": global_avg_pool,
+    "max": global_max_pool,
+}
+# pool name -> (N, C, *spatial) -> (N, 1, *spatial): maps for the spatial module
+_CHANNEL_POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "avg": _channel_avg,
+    "max": _channel_max,
+}
+
+
+@register_attention("cam")
+class ChannelAttention(nn.Module):
+    """CBAM's channel attention module M_c (Woo et al. 2018, eq. 2).
+
+    ``M_c(F) = sigma(MLP(AvgPool(F)) + MLP(MaxPool(F)))`` with one MLP shared by all
+    pooled descriptors, ``MLP(z) = W1 delta(W0 z)``, W0 in R^{C/r x C}, W1 in R^{C x C/r}::
+
+        x ──┬─────────────────────────────────────────────── ⊙ ── y
+            ├─ avg ─┐                                         │
+            └─ max ─┴─ fc1 (C→C/r) ─ act ─ fc2 (C/r→C) ─ Σ ─ gate
+
+    Args:
+        channels: C, the input channels.
+        reduction: r; the hidden width is ``channels // reduction``.
+        pools: the pooled descriptors, "avg" and/or "max" (a name or a tuple).
+        bias: biases in the MLP (the paper has none; the official code has them).
+        activation: delta, a name ("relu", ...) or an ``nn.Module`` class.
+        gate: sigma, a name ("sigmoid", ...) or an ``nn.Module`` class.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a non-positive channels/reduction, a hidden width of 0, or an
+            unknown pool/activation name.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        reduction: float = 16,
+        pools: str | tuple[str, ...] = ("avg", "max"),
+        bias: bool = False,
+        activation: str | type[nn.Module] = "relu",
+        gate: str | type[nn.Module] = "sigmoid",
+    ) -> None:
+        super().__init__()
+        self.channels = check_channels(channels)
+        check_reduction(reduction)
+        hidden = hidden_width(channels, reduction, module="ChannelAttention")
+        self.pools = check_pools(pools, POOLS)
+        check_bool(bias, name="bias")
+        self.fc1 = nn.Linear(channels, hidden, bias=bias)
+        self.act = resolve_activation(activation, name="activation")
+        self.fc2 = nn.Linear(hidden, channels, bias=bias)
+        self.gate_act = resolve_activation(gate, name="gate")
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel map M_c, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
+        check_input(x, module="ChannelAttention", channels=self.channels)
+        z = torch.stack([_GLOBAL_POOLS[pool](x) for pool in self.pools])  # (P, N, C)
+        logits = self.fc2(self.act(self.fc1(z))).sum(0)  # shared MLP, summed over pools
+        s = self.gate_act(logits)
+        return s.reshape(*s.shape, *([1] * (x.ndim - 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(x)``, same shape and dtype as ``x``."""
+        return x * self.gate(x)
+
+
+@register_attention("sam")
+class SpatialAttention(nn.Module):
+    """CBAM's spatial attention module M_s (Woo et al. 2018, eq. 3).
+
+    ``M_s(F) = sigma(f^{k^d}([AvgPool_c(F); MaxPool_c(F)]))``: channel-wise mean and max
+    maps, concatenated, one k^d convolution (2→1 channels, no bias, "same" padding),
+    optional BatchNorm, gate::
+
+        x ──┬───────────────────────────────────────── ⊙ ── y
+            ├─ mean_c ─┐                                │
+            └─ max_c ──┴─ cat ─ conv k^d (2→1) ─ norm ─ gate
+
+    Works on any channel count; ``channels`` (optional) is only checked against the input.
+
+    Args:
+        channels: C, checked against the input when given; None accepts any C.
+        spatial_dims: d, 1, 2 or 3 (the rank of the convolution).
+        kernel_size: k, an odd int >= 1 or a tuple of d odd ints (e.g. (3, 7, 7)).
+        norm: BatchNorm after the convolution (the official code's ``BasicConv``, with
+            its momentum 0.01); the paper has none.
+        gate: sigma, a name ("sigmoid", ...) or an ``nn.Module`` class.
+        pools: the channel-wise maps in concatenation order: ("avg", "max") in the
+            paper, ("max", "avg") in the official code; a single pool also works.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a bad channels/spatial_dims, an even or non-positive kernel_size,
+            or an unknown pool/gate name.
+    """
+
+    def __init__(
+        self,
+        channels: int | None = None,
+        *,
+        spatial_dims: int = 2,
+        kernel_size: int | tuple[int, ...] = 7,
+        norm: bool = False,
+        gate: str | type[nn.Module] = "sigmoid",
+        pools: str | tuple[str, ...] = ("avg", "max"),
+    ) -> None:
+        super().__init__()
+        self.channels = None if channels is None else check_channels(channels)
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        self.kernel_size = check_kernel_size(kernel_size, spatial_dims)
+        self.pools = check_pools(pools, POOLS)
+        check_bool(norm, name="norm")
+        padding = tuple(k // 2 for k in self.kernel_size)
+        self.conv = conv_nd(spatial_dims)(
+            len(self.pools), 1, self.kernel_size, padding=padding, bias=False
+        )
+        self.norm = batch_norm_nd(spatial_dims)(1, momentum=0.01) if norm else nn.Identity()
+        self.gate_act = resolve_activation(gate, name="gate")
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The spatial map M_s, shape (N, 1, *spatial), for input (N, C, *spatial)."""
+        check_input(
+            x, module="SpatialAttention", channels=self.channels, ndim=self.spatial_dims + 2
+        )
+        maps = torch.cat([_CHANNEL_POOLS[pool](x) for pool in self.pools], dim=1)
+        return self.gate_act(self.norm(self.conv(maps)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(x)``, same shape and dtype as ``x``."""
+        return x * self.gate(x)
+
+
+@register_attention("cbam")
+class CBAM(nn.Module):
+    """Convolutional Block Attention Module (Woo et al. 2018, eq. 1).
+
+    ``arrangement="channel-spatial"`` (the paper's default): ``F' = M_c(F) ⊙ F``,
+    ``F'' = M_s(F') ⊙ F'``. ``"spatial-channel"`` applies M_s first;
+    ``"parallel"`` computes both maps from F: ``F'' = F ⊙ M_c(F) ⊙ M_s(F)``::
+
+        x ── channel (M_c) ── spatial (M_s) ── y        (channel-spatial)
+
+    ``variant="paper"``: MLP without bias, maps [mean, max], no norm.
+    ``variant="official"``: MLP with bias, maps [max, mean], BatchNorm after the conv.
+
+    Args:
+        channels: C, the input channels.
+        spatial_dims: d, 1, 2 or 3.
+        reduction: r of the channel module's MLP.
+        kernel_size: k of the spatial module's k^d convolution (odd).
+        arrangement: "channel-spatial", "spatial-channel" or "parallel".
+        variant: "paper" or "official".
+        activation: the channel MLP's activation (name or ``nn.Module`` class).
+        gate: both modules' gate (name or ``nn.Module`` class).
+
+    Attributes:
+        channel: the :class:`ChannelAttention` module.
+        spatial: the :class:`SpatialAttention` module.
+
+    Raises:
+        TypeError, ValueError: bad arguments (see the two sub-modules), or an unknown
+            arrangement/variant (the message lists the valid ones).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        spatial_dims: int = 2,
+        reduction: float = 16,
+        kernel_size: int | tuple[int, ...] = 7,
+        arrangement: str = "channel-spatial",
+        variant: str = "paper",
+        activation: str | type[nn.Module] = "relu",
+        gate: str | type[nn.Module] = "sigmoid",
+    ) -> None:
+        super().__init__()
+        self.arrangement = check_choice(arrangement, ARRANGEMENTS, name="arrangement")
+        self.variant = check_choice(variant, VARIANTS, name="variant")
+        official = variant == "official"
+        channel = ChannelAttention(
+            channels, reduction=reduction, bias=official, activation=activation, gate=gate
+        )
+        spatial = SpatialAttention(
+            channels,
+            spatial_dims=spatial_dims,
+            kernel_size=kernel_size,
+            norm=official,
+            gate=gate,
+            pools=("max", "avg") if official else ("avg", "max"),
+        )
+        self.channels = channels
+        self.spatial_dims = spatial_dims
+        # registered in execution order, so print(module) reads like forward
+        if self.arrangement == "spatial-channel":
+            self.spatial = spatial
+            self.channel = channel
+        else:
+            self.channel = channel
+            self.spatial = spatial
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_input(x, module="CBAM", channels=self.channels, ndim=self.spatial_dims + 2)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The combined map, shape (N, C, *spatial), such that ``forward(x) == x * gate(x)``.
+
+        The separate maps are ``self.channel.gate`` and ``self.spatial.gate``.
+        """
+        self._check(x)
+        if self.arrangement == "channel-spatial":
+            mc = self.channel.gate(x)
+            return mc * self.spatial.gate(x * mc)
+        if self.arrangement == "spatial-channel":
+            ms = self.spatial.gate(x)
+            return ms * self.channel.gate(x * ms)
+        return self.channel.gate(x) * self.spatial.gate(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The refined features F'', same shape and dtype as ``x``."""
+        self._check(x)
+        if self.arrangement == "channel-spatial":
+            return self.spatial(self.channel(x))
+        if self.arrangement == "spatial-channel":
+            return self.channel(self.spatial(x))
+        return x * self.channel.gate(x) * self.spatial.gate(x)

@@ -1,0 +1,84 @@
+"""Squeeze-and-Excitation (Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ._common import (
+    check_bool,
+    check_channels,
+    check_input,
+    check_positive_int,
+    check_reduction,
+    hidden_width,
+    resolve_activation,
+)
+from ._rank import global_avg_pool
+from .registry import register_attention
+
+
+@register_attention("se")
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation: channel gate from globally pooled features.
+
+    Hu et al. 2018, eq. 2-4: ``z = mean_spatial(x)``, ``s = sigma(W2 delta(W1 z))``,
+    ``y = s * x``, with W1 in R^{C/r x C}, W2 in R^{C x C/r}::
+
+        x ──┬──────────────────────────────────────────── ⊙ ── y
+            └─ mean ─ fc1 (C→C/r) ─ act ─ fc2 (C/r→C) ─ gate ┘
+
+    Works on (N, C, L), (N, C, H, W) and (N, C, T, H, W). ``fc1`` / ``fc2`` are
+    ``nn.Linear`` layers (a 1x1 convolution's weight is the same matrix with trailing
+    1-sized axes).
+
+    Args:
+        channels: C, the input channels.
+        reduction: r; the hidden width is ``channels // reduction``.
+        hidden_channels: the hidden width C/r directly (overrides ``reduction``).
+        divisor: round C/r to a multiple of this (timm's ``make_divisible``); 1 = floor.
+        bias: biases in both linear layers (the paper's FC layers have them).
+        activation: delta, a name ("relu", "silu", ...) or an ``nn.Module`` class.
+        gate: sigma, a name ("sigmoid", "hard_sigmoid", ...) or an ``nn.Module`` class.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a non-positive channels/reduction/divisor/hidden_channels, a hidden
+            width that resolves to 0, or an unknown activation name.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        reduction: float = 16,
+        hidden_channels: int | None = None,
+        divisor: int = 1,
+        bias: bool = True,
+        activation: str | type[nn.Module] = "relu",
+        gate: str | type[nn.Module] = "sigmoid",
+    ) -> None:
+        super().__init__()
+        self.channels = check_channels(channels)
+        check_reduction(reduction)
+        check_positive_int(divisor, name="divisor")
+        if hidden_channels is None:
+            hidden = hidden_width(channels, reduction, divisor=divisor, module="SqueezeExcite")
+        else:
+            hidden = check_positive_int(hidden_channels, name="hidden_channels")
+        check_bool(bias, name="bias")
+        self.fc1 = nn.Linear(channels, hidden, bias=bias)
+        self.act = resolve_activation(activation, name="activation")
+        self.fc2 = nn.Linear(hidden, channels, bias=bias)
+        self.gate_act = resolve_activation(gate, name="gate")
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel map s, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
+        check_input(x, module="SqueezeExcite", channels=self.channels)
+        z = global_avg_pool(x)  # (N, C)
+        s = self.gate_act(self.fc2(self.act(self.fc1(z))))
+        return s.reshape(*s.shape, *([1] * (x.ndim - 2)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(x)``, same shape and dtype as ``x``."""
+        return x * self.gate(x)
