@@ -193,7 +193,7 @@ def _cifar_builder(depth: int) -> Callable[..., nn.Module]:
 def _tiny_resnet(**kwargs: Any) -> nn.Module:
     return ResNet(
         BasicBlock, (1, 1, 1, 1), widths=(16, 32, 64, 128), stem_channels=16,
-        stem_kernel_size=3, stem_stride=2, stem_pool=False, **kwargs,
+        stem_kernel_size=3, stem_stride=2, stem_pool=True, **kwargs,
     )
 
 
@@ -250,7 +250,7 @@ for _depth in (20, 32, 44, 56, 110):
 register_model(ModelInfo(
     name="tiny_resnet", builder=_tiny_resnet, spatial_dims=(1, 2, 3), default_spatial_dims=3,
     input_size=_TINY_INPUT, family="tiny",
-    description="small fast ResNet: 3x3 stride-2 stem, 4 stages x 1 block, 16/32/64/128",
+    description="small fast ResNet: 3^d stride-2 stem + max-pool, 4 stages x 1 block, 16/32/64/128",
 ))
 
 for _name, _fn, _what in (

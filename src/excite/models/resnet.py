@@ -167,13 +167,13 @@ class _ResidualBlock(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
         position = self.attention_position
-        if position == "identity":
-            identity = self.attention(identity)
         out = self.residual(self.attention(x) if position == "pre" else x)
         if position == "standard":
             out = self.attention(out)
+        identity = x if self.downsample is None else self.downsample(x)
+        if position == "identity":
+            identity = self.attention(identity)
         out = self.relu(out + identity)
         if position == "post":
             out = self.attention(out)
