@@ -80,7 +80,7 @@ def plain_mode() -> bool:
     The fused path then uses the textbook convolution call, so profilers count the
     same multiply-adds as the reference path and tracers see standard ops.
     """
-    return _get_current_dispatch_mode() is not None or torch.compiler.is_compiling()
+    return torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
 
 
 def _conv3d_by_frames(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -170,8 +170,8 @@ def mlp_backward(
     dw2 = dlogits.t() @ z.sum(0)  # same dlogits for every descriptor
     db2 = dlogits.sum(0) * p if has_bias[1] else None
     dz = dlogits @ w2  # (N, C/r)
-    dh = act_backward(act, dz.unsqueeze(0), h, z)  # (P, N, C/r)
-    dw1 = dh.flatten(0, 1).t() @ pooled.flatten(0, 1)
+    dh = act_backward(act, dz.unsqueeze(0).expand_as(h), h, z)  # (P, N, C/r)
+    dw1 = dh.reshape(-1, dh.shape[-1]).t() @ pooled.reshape(-1, pooled.shape[-1])
     db1 = dh.sum((0, 1)) if has_bias[0] else None
     dpooled = dh @ w1  # (P, N, C)
     return dpooled, dw1, db1, dw2, db2

@@ -42,8 +42,19 @@ from ._ops import (
 )
 
 
+def _cdt(x: torch.Tensor) -> torch.dtype:
+    """Dtype of the small tensors (pooled values, MLP, maps, conv): float32 for half inputs."""
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def _up(t, dtype):
+    return None if t is None else t.to(dtype)
+
+
 def _spatial_gate_forward(maps3, spatial, weight, scale, shift, gate):
-    """maps3 (N, P, S) -> (conv input m, pre-gate l, gate s (N, 1, *spatial))."""
+    """maps3 (N, P, S) -> (conv input m, conv output, pre-gate, gate s (N, 1, *spatial)).
+
+    ``weight``, ``scale``, ``shift`` are already in the compute dtype."""
     n, p = maps3.shape[:2]
     m = maps3.view(n, p, *spatial).to(weight.dtype)
     conv = conv_same(m, weight)
@@ -68,18 +79,25 @@ def _spatial_gate_backward(ds, m, conv, pre, s, weight, scale, gate, needs):
     return dmaps, dweight, dscale, dshift
 
 
+def _to(t, dtype):
+    return None if t is None or dtype is None else t.to(dtype)
+
+
 class ChannelGateFunction(Function):
     """y = x * gate(sum_p MLP(pool_p(x))): SE (pools=("avg",)) and CBAM's M_c."""
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, pools, act, gate):
         x3 = ncs(x)
+        cdt = _cdt(x)
         pooled, idx = global_pools(x3, pools)
-        pooled = pooled.to(w1.dtype)
-        h, z, logits, g = mlp_forward(pooled, w1, b1, w2, b2, act, gate)
+        pooled = pooled.to(cdt)
+        w1c, w2c = w1.to(cdt), w2.to(cdt)
+        h, z, logits, g = mlp_forward(pooled, w1c, _up(b1, cdt), w2c, _up(b2, cdt), act, gate)
         out3 = x3 * g.to(x.dtype).unsqueeze(-1)
-        ctx.save_for_backward(x, pooled, h, z, logits, g, idx, w1, w2)
+        ctx.save_for_backward(x, pooled, h, z, logits, g, idx, w1c, w2c)
         ctx.cfg = (pools, act, gate, b1 is not None, b2 is not None)
+        ctx.wdt = (w1.dtype, w2.dtype)
         return out3.view(x.shape)
 
     @staticmethod
@@ -92,7 +110,10 @@ class ChannelGateFunction(Function):
             dg, pooled, w1, w2, h, z, logits, g, act, gate, (has_b1, has_b2)
         )
         dx3 = unpool_global(dy3, dpooled, idx, pools, g.to(x.dtype).unsqueeze(-1))
-        return dx3.view(x.shape), dw1, db1, dw2, db2, None, None, None
+        d1, d2 = ctx.wdt
+        return (
+            dx3.view(x.shape), dw1.to(d1), _to(db1, d1), dw2.to(d2), _to(db2, d2), None, None, None
+        )
 
 
 class SpatialGateFunction(Function):
@@ -101,11 +122,14 @@ class SpatialGateFunction(Function):
     @staticmethod
     def forward(ctx, x, weight, scale, shift, pools, gate):
         x3 = ncs(x)
+        cdt = _cdt(x)
         maps3, idx = channel_pools(x3, pools)
-        m, conv, pre, s = _spatial_gate_forward(maps3, x.shape[2:], weight, scale, shift, gate)
+        wc, scale_c = weight.to(cdt), _up(scale, cdt)
+        m, conv, pre, s = _spatial_gate_forward(maps3, x.shape[2:], wc, scale_c, _up(shift, cdt), gate)
         out3 = x3 * s.view(x3.shape[0], 1, -1).to(x.dtype)
-        ctx.save_for_backward(x, m, conv, pre, s, idx, weight, scale)
+        ctx.save_for_backward(x, m, conv, pre, s, idx, wc, scale_c)
         ctx.cfg = (pools, gate)
+        ctx.dts = (weight.dtype, None if scale is None else scale.dtype, None if shift is None else shift.dtype)
         return out3.view(x.shape)
 
     @staticmethod
@@ -115,14 +139,15 @@ class SpatialGateFunction(Function):
         x3, dy3 = ncs(x), ncs(dout)
         n = x3.shape[0]
         t = dy3 * x3  # the one full-size temporary; reused for dx below
-        ds = t.sum(1, keepdim=True)
+        ds = t.sum(1, keepdim=True, dtype=s.dtype)
         needs = (ctx.needs_input_grad[2], ctx.needs_input_grad[3], ctx.needs_input_grad[1])
         dmaps, dweight, dscale, dshift = _spatial_gate_backward(
             ds.view(s.shape), m, conv, pre, s, weight, scale, gate, needs
         )
         s3 = s.view(n, 1, -1).to(x.dtype)
         dx3 = unpool_channel(t, dy3, s3, dmaps.reshape(n, len(pools), -1), idx, pools)
-        return dx3.view(x.shape), dweight, dscale, dshift, None, None
+        dw, dsc, dsh = ctx.dts
+        return dx3.view(x.shape), _to(dweight, dw), _to(dscale, dsc), _to(dshift, dsh), None, None
 
 
 class CBAMFunction(Function):
@@ -132,15 +157,19 @@ class CBAMFunction(Function):
     def forward(ctx, x, w1, b1, w2, b2, weight, scale, shift, channel_pools_, spatial_pools, act, gate):
         x3 = ncs(x)
         n = x3.shape[0]
+        cdt = _cdt(x)
         pooled, idx_c = global_pools(x3, channel_pools_)
-        pooled = pooled.to(w1.dtype)
-        h, z, logits, g = mlp_forward(pooled, w1, b1, w2, b2, act, gate)
+        pooled = pooled.to(cdt)
+        w1c, w2c = w1.to(cdt), w2.to(cdt)
+        h, z, logits, g = mlp_forward(pooled, w1c, _up(b1, cdt), w2c, _up(b2, cdt), act, gate)
         y3 = x3 * g.to(x.dtype).unsqueeze(-1)  # F', a temporary: not saved
         maps3, idx_s = channel_pools(y3, spatial_pools)
-        m, conv, pre, s = _spatial_gate_forward(maps3, x.shape[2:], weight, scale, shift, gate)
+        wc, scale_c = weight.to(cdt), _up(scale, cdt)
+        m, conv, pre, s = _spatial_gate_forward(maps3, x.shape[2:], wc, scale_c, _up(shift, cdt), gate)
         out3 = y3.mul_(s.view(n, 1, -1).to(x.dtype))
-        ctx.save_for_backward(x, pooled, h, z, logits, g, idx_c, w1, w2, m, conv, pre, s, idx_s, weight, scale)
+        ctx.save_for_backward(x, pooled, h, z, logits, g, idx_c, w1c, w2c, m, conv, pre, s, idx_s, wc, scale_c)
         ctx.cfg = (channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None)
+        ctx.dts = tuple(None if t is None else t.dtype for t in (w1, b1, w2, b2, weight, scale, shift))
         return out3.view(x.shape)
 
     @staticmethod
@@ -152,7 +181,7 @@ class CBAMFunction(Function):
         gx = g.to(x.dtype)
         # dM_s = sum_c dy * F' = sum_c (dy * x) * M_c  (a batched matrix-vector product)
         t = dy3 * x3
-        ds = torch.bmm(gx.unsqueeze(1), t)  # (N, 1, S)
+        ds = torch.bmm(gx.unsqueeze(1), t).to(s.dtype)  # (N, 1, S)
         needs = (ctx.needs_input_grad[6], ctx.needs_input_grad[7], ctx.needs_input_grad[5])
         dmaps, dweight, dscale, dshift = _spatial_gate_backward(
             ds.view(s.shape), m, conv, pre, s, weight, scale, gate, needs
@@ -164,4 +193,5 @@ class CBAMFunction(Function):
             dg, pooled, w1, w2, h, z, logits, g, act, gate, (has_b1, has_b2)
         )
         dx3 = unpool_global(dy1, dpooled, idx_c, cpools, gx.unsqueeze(-1), out=dy1)
-        return (dx3.view(x.shape), dw1, db1, dw2, db2, dweight, dscale, dshift, None, None, None, None)
+        grads = [_to(t, dt) for t, dt in zip((dw1, db1, dw2, db2, dweight, dscale, dshift), ctx.dts)]
+        return (dx3.view(x.shape), *grads, None, None, None, None)
