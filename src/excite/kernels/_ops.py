@@ -96,11 +96,28 @@ def _conv3d_by_frames(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     xp = F.pad(x, (0, 0, 0, 0, pad, pad))  # (N, Cin, T + kt - 1, H, W)
     frames = xp.transpose(1, 2).reshape(n * (t + kt - 1), cin, h, wd)
     w2 = w.permute(2, 0, 1, 3, 4).reshape(kt * cout, cin, kh, kw)
-    y = F.conv2d(frames, w2, padding=(kh // 2, kw // 2)).view(n, t + kt - 1, kt, cout, h, wd)
-    out = y[:, 0:t, 0]
-    for j in range(1, kt):
-        out = out + y[:, j : j + t, j]
-    return out.transpose(1, 2)  # (N, Cout, T, H, W), a view
+    y = F.conv2d(frames, w2, padding=(kh // 2, kw // 2))  # (N * (T + kt - 1), kt * Cout, H, W)
+    # the shifted sum as one reduction over a strided view: element (n, t, j) -> y[n, t + j, j]
+    st = kt * cout * h * wd
+    diag = y.as_strided((n, t, kt, cout, h, wd), (st * (t + kt - 1), st, st + cout * h * wd, h * wd, wd, 1))
+    return diag.sum(2).transpose(1, 2)  # (N, Cout, T, H, W), a view
+
+
+def _conv3d_weight_grad_by_frames(x: torch.Tensor, grad: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Weight gradient of :func:`_conv3d_by_frames` as one conv2d weight gradient whose
+    input stacks the kt temporal shifts of every frame as channels."""
+    n, cin, t, h, wd = x.shape
+    cout, _, kt, kh, kw = w.shape
+    pad = kt // 2
+    xp = F.pad(x, (0, 0, 0, 0, pad, pad))
+    shifts = xp.unfold(2, kt, 1)  # (N, Cin, T, H, W, kt)
+    frames = shifts.permute(0, 2, 1, 5, 3, 4).reshape(n * t, cin * kt, h, wd)
+    g2 = grad.transpose(1, 2).reshape(n * t, cout, h, wd)
+    w2 = w.reshape(cout, cin * kt, kh, kw)
+    dw = torch.ops.aten.convolution_backward(
+        g2, frames, w2, None, [1, 1], [kh // 2, kw // 2], [1, 1], False, [0, 0], 1, [False, True, False]
+    )[1]
+    return dw.view(cout, cin, kt, kh, kw)
 
 
 def conv_same(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -125,6 +142,8 @@ def conv_same_input_grad(grad: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def conv_same_weight_grad(x: torch.Tensor, grad: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """d(conv_same(x, w))/dw applied to ``grad``."""
     d = x.ndim - 2
+    if d == 3 and w.shape[2] > 1 and not plain_mode():
+        return _conv3d_weight_grad_by_frames(x, grad, w)
     pad = [k // 2 for k in w.shape[2:]]
     return torch.ops.aten.convolution_backward(
         grad, x, w, None, [1] * d, pad, [1] * d, False, [0] * d, 1, [False, True, False]
