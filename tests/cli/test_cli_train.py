@@ -183,5 +183,33 @@ def test_run_directory_errors(tmp_path: Path, capsys) -> None:
     (run / "config.yaml").write_text("epochs: 1\n")
     assert "no resumable training state" in _error(capsys, ["train", "--resume", str(run)])
     assert "no best weights" in _error(capsys, ["eval", str(run)])
+    assert "already exists; continue it with --resume" in _error(
+        capsys, ["train", "--out", str(tmp_path), "--name", "run"])
     assert "--config cannot be combined with --resume" in _error(
         capsys, ["train", "--resume", str(run), "--config", str(run / "config.yaml")])
+
+
+def test_default_run_names_do_not_overwrite_earlier_runs(tmp_path: Path) -> None:
+    from excite.cli.train import _new_run_dir
+    from excite.engine import TrainConfig
+
+    config = TrainConfig(out=str(tmp_path))
+    first = _new_run_dir(config)
+    assert first == tmp_path / "tiny_resnet-cbam-moving-shapes-s0"
+    first.mkdir()
+    (first / "config.yaml").write_text("{}")
+    assert _new_run_dir(config) == tmp_path / "tiny_resnet-cbam-moving-shapes-s0-2"
+
+
+def test_demo_data_options_apply_only_to_their_dataset_and_yield_to_flags(tmp_path: Path) -> None:
+    from excite.cli import build_parser
+    from excite.cli.train import build_config
+    from excite.engine.config import DEFAULT_DATA_OPTIONS
+
+    parser = build_parser()
+    demo = build_config(parser.parse_args(["train"]))
+    assert demo.data == "moving-shapes" and demo.data_options == DEFAULT_DATA_OPTIONS["moving-shapes"]
+    mine = build_config(parser.parse_args(["train", "--data-option", "train_size=64"]))
+    assert mine.data_options["train_size"] == 64 and mine.data_options["size"] == "32x32"
+    fm = build_config(parser.parse_args(["train", "--data", "fashion-mnist"]))
+    assert fm.data_options == {}

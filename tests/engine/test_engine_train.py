@@ -73,17 +73,25 @@ def test_learns_the_blob_task(tmp_path: Path) -> None:
     assert summary["final_val_acc"] >= 0.75  # chance is 0.25
 
 
-def test_same_seed_same_metrics(tmp_path: Path) -> None:
-    _fit(tmp_path, "a")
-    _fit(tmp_path, "b")
-    keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
-    rows_a, rows_b = _rows(tmp_path / "a"), _rows(tmp_path / "b")
-    assert [{k: r[k] for k in keys} for r in rows_a] == [{k: r[k] for k in keys} for r in rows_b]
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> tuple[Path, dict]:
+    """One uninterrupted 2-epoch run shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("straight")
+    return tmp / "straight", _fit(tmp, "straight")
+
+
+KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+
+
+def test_same_seed_same_metrics(tmp_path: Path, straight) -> None:
+    _fit(tmp_path, "again")
+    rows_a, rows_b = _rows(straight[0]), _rows(tmp_path / "again")
+    assert [{k: r[k] for k in KEYS} for r in rows_a] == [{k: r[k] for k in KEYS} for r in rows_b]
 
 
 @pytest.mark.parametrize("stop_step", [3, 4, 6])  # mid-epoch 1, end of epoch 1, mid-epoch 2
-def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path: Path, stop_step: int) -> None:
-    straight = _fit(tmp_path, "straight")
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path: Path, stop_step: int, straight) -> None:
+    straight_dir, straight = straight
     with pytest.raises(KeyboardInterrupt):
         _fit(tmp_path, "resumed", callbacks=[StopAt(stop_step)])
     state = load_state(tmp_path / "resumed" / "state.pt")
@@ -91,10 +99,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path: Path, stop_s
     assert json.loads((tmp_path / "resumed" / "summary.json").read_text())["status"] == "interrupted"
     resumed = _fit(tmp_path, "resumed", resume=True)
 
-    keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
-    a, b = _rows(tmp_path / "straight"), _rows(tmp_path / "resumed")
-    assert [{k: r[k] for k in keys} for r in a] == [{k: r[k] for k in keys} for r in b]
-    wa = load_weights(tmp_path / "straight" / "last.safetensors")
+    a, b = _rows(straight_dir), _rows(tmp_path / "resumed")
+    assert [{k: r[k] for k in KEYS} for r in a] == [{k: r[k] for k in KEYS} for r in b]
+    wa = load_weights(straight_dir / "last.safetensors")
     wb = load_weights(tmp_path / "resumed" / "last.safetensors")
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
@@ -147,3 +154,17 @@ def test_model_that_does_not_fit_the_data_fails_before_training(tmp_path: Path) 
     assert not (tmp_path / "x" / "state.pt").exists()
 
 
+
+
+@pytest.mark.parametrize("options", [{"amp": "bf16"}, {"amp": "fp16"}, {"channels_last": True},
+                                     {"optimizer": "sgd", "schedule": "step", "step_epochs": 1,
+                                      "warmup_epochs": 0.5}])
+def test_training_options_run_and_log_their_learning_rate(tmp_path: Path, options: dict) -> None:
+    summary = _fit(tmp_path, "opt", config={"epochs": 2, **options})
+    rows = _rows(tmp_path / "opt")
+    assert all(float(r["train_loss"]) == float(r["train_loss"]) for r in rows)  # not NaN
+    assert summary["amp"] == options.get("amp")
+    if options.get("schedule") == "step":
+        # 4 steps/epoch, warm-up 2 steps, x0.1 after every epoch: lr after epoch 1 = 0.1 * 0.05
+        assert float(rows[0]["lr"]) == pytest.approx(0.005)
+        assert float(rows[1]["lr"]) == pytest.approx(0.0005)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 _DATA_DEFAULT = "moving-shapes"
@@ -81,7 +82,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_config(args: argparse.Namespace, *, defaults: dict[str, Any] | None = None) -> Any:
     """Defaults < ``--config`` file < command-line flags -> a validated TrainConfig."""
-    from excite.engine.config import TrainConfig, load_yaml
+    from excite.engine.config import DEFAULT_DATA_OPTIONS, TrainConfig, load_yaml
 
     values: dict[str, Any] = dict(defaults or {})
     if args.config:
@@ -91,6 +92,8 @@ def build_config(args: argparse.Namespace, *, defaults: dict[str, Any] | None = 
         if key in cli and isinstance(values.get(key), dict):
             cli[key] = {**values[key], **cli[key]}
     values.update(cli)
+    data = values.get("data", TrainConfig.data)
+    values["data_options"] = {**DEFAULT_DATA_OPTIONS.get(data, {}), **values.get("data_options", {})}
     return TrainConfig.from_dict(values)
 
 
@@ -107,6 +110,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _new_run_dir(config: Any) -> Path:
+    """``out/name``; without ``--name`` a taken default name gets a suffix (-2, -3, ...)."""
+    from excite.errors import ExciteError
+
+    base = Path(config.out) / config.run_name
+    if config.name is not None:
+        if (base / "config.yaml").exists():
+            raise ExciteError(f"run directory {base} already exists; continue it with "
+                              f"--resume {base} or choose another --name")
+        return base
+    path, n = base, 1
+    while path.exists() and any(path.iterdir()):
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
     from excite.engine.train import fit, resolve_resume
 
@@ -117,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         summary = fit(config, run_dir=args.resume, resume=True)
     else:
         config = build_config(args)
-        summary = fit(config)
+        summary = fit(config, run_dir=_new_run_dir(config))
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     best = summary["best_val_acc"]

@@ -18,6 +18,13 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_DTYPES = ("bf16", "fp16")
 
+# Dataset options `excite train` / `excite compare` use unless the user sets them: sized so
+# that the no-argument demo finishes within 3 minutes on 2 CPU cores (see docs/training.md).
+DEFAULT_DATA_OPTIONS: dict[str, dict[str, Any]] = {
+    "moving-shapes": {"train_size": 1000, "val_size": 400, "size": "32x32", "radius": "3,5",
+                      "speed": "1,2", "cache": True},
+}
+
 # Options that may change when a run is resumed; every other field must match the
 # saved config, or the resumed run would not continue the same experiment.
 RESUME_OVERRIDABLE = frozenset({"epochs", "quiet", "workers", "out", "device"})
@@ -60,7 +67,7 @@ class TrainConfig:
     model: str = "tiny_resnet"
     attention: str = "cbam"
     data: str = "moving-shapes"
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 32
     lr: float = 0.003
     optimizer: str = "adamw"

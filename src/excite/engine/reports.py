@@ -100,6 +100,10 @@ def plot_curves(path: str | Path, history: Sequence[Mapping[str, Any]], title: s
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(0, 1)
     ax_acc.legend()
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     return _save_figure(fig, path)
