@@ -166,7 +166,8 @@ def profile(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
     Args:
         model: any ``nn.Module`` taking one tensor.
         input_shape: (N, C, *spatial), e.g. ``(1, 3, 224, 224)``.
-        dtype: dtype of the meta input (activation bytes scale with it).
+        dtype: dtype of the meta input and of the floating-point parameters and
+            buffers during the pass (activation bytes scale with it).
 
     Returns:
         :class:`Profile`.
@@ -181,13 +182,16 @@ def profile(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
+    def meta_like(t: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(
+            t, device="meta", dtype=dtype if t.is_floating_point() else t.dtype
+        )
+
     meta_state: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
-        meta_state[name] = nn.Parameter(
-            torch.empty_like(p, device="meta"), requires_grad=p.requires_grad
-        )
+        meta_state[name] = nn.Parameter(meta_like(p), requires_grad=p.requires_grad)
     for name, b in model.named_buffers(remove_duplicate=False):
-        meta_state[name] = torch.empty_like(b, device="meta")
+        meta_state[name] = meta_like(b)
     own_storages = {t.untyped_storage()._cdata for t in meta_state.values()}
 
     names = {m: n for n, m in model.named_modules()}
@@ -230,6 +234,13 @@ def profile(model: nn.Module, input_shape: Sequence[int], *, dtype: torch.dtype 
         model.train()
         with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = torch.func.functional_call(model, meta_state, (x,), strict=False)
+    except ValueError as exc:
+        if "more than 1 value per channel" in str(exc):
+            raise ValueError(
+                f"input_shape {shape} leaves a BatchNorm with one value per channel in "
+                f"training mode ({exc}); use a batch size >= 2 or a larger input"
+            ) from exc
+        raise
     finally:
         for h in handles:
             h.remove()

@@ -35,7 +35,7 @@ def test_json_output_for_a_video_model(capsys):
 
 
 def test_per_layer_table_and_num_classes(capsys):
-    out = _run(capsys, ["tiny_resnet", "--input", "1x8x32x32", "--num-classes", "5",
+    out = _run(capsys, ["tiny_resnet", "--input", "1x16x64x64", "--num-classes", "5",
                         "--per-layer", "--attention", "eca"])
     assert "layer1.0.conv1" in out and "Conv3d" in out
     assert "output            1x5" in out
@@ -57,6 +57,7 @@ def test_list(capsys):
     (["resnet18", "--input", "3xtallx5"], "--input"),
     (["resnet18", "--model-arg", "stride_in_1x1"], "KEY=VALUE"),
     (["resnet18", "--attention", "bogus"], "bogus"),
+    (["tiny_resnet", "--input", "1x8x32x32"], "batch size >= 2"),
     ([], "model name"),
 ])
 def test_errors_are_one_line_exit_2(capsys, argv, needle):
