@@ -293,3 +293,16 @@ def test_volume_bad_files(tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(ExciteError, match=r"no readable training samples in class folder\(s\) \['y'\]"):
             load_splits("volume-folder", data_dir=tmp_path, key="a", val_fraction=0.34)
+
+
+def test_missing_reader_is_an_install_hint_not_a_skipped_file(tmp_path, monkeypatch):
+    import sys
+
+    from excite.errors import MissingDependencyError
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "clip.mp4").write_bytes(b"whatever")
+    monkeypatch.setitem(sys.modules, "av", None)  # makes `import av` raise ImportError
+    with pytest.raises(MissingDependencyError, match=r"pip install 'excite\[data\]'"):
+        load_splits("video-folder", data_dir=tmp_path)
