@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -168,3 +170,26 @@ def test_training_options_run_and_log_their_learning_rate(tmp_path: Path, option
         # 4 steps/epoch, warm-up 2 steps, x0.1 after every epoch: lr after epoch 1 = 0.1 * 0.05
         assert float(rows[0]["lr"]) == pytest.approx(0.005)
         assert float(rows[1]["lr"]) == pytest.approx(0.0005)
+
+
+class _FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_tty_and_plain_lines_otherwise(monkeypatch) -> None:
+    from excite.engine.train import _Progress
+
+    tty = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", tty)
+    bar = _Progress(enabled=True, quiet=False, log=print)
+    assert bar.use_bar
+    bar.start_epoch(0, 2, total=3, done=0)
+    bar.step(loss=0.6931, acc=0.5, samples_per_s=123.4)
+    bar.end_epoch()
+    text = tty.getvalue()
+    assert "epoch 1/2" in text and "loss=0.6931" in text and "acc=0.500" in text and "sps=123.4" in text
+    assert not _Progress(enabled=True, quiet=True, log=print).use_bar  # --quiet
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not _Progress(enabled=True, quiet=False, log=print).use_bar  # not a TTY
+    assert not _Progress(enabled=False, quiet=False, log=print).use_bar  # rank != 0
