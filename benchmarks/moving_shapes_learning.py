@@ -1,10 +1,12 @@
-"""How quickly a small 3D CNN learns moving-shapes: tiny_resnet + CBAM, AdamW with a
-one-cycle schedule, validation accuracy after every epoch.
+"""How quickly a small 3D CNN learns a built-in dataset: tiny_resnet + CBAM, AdamW with
+a one-cycle schedule, validation accuracy after every epoch.
 
     OMP_NUM_THREADS=1 python benchmarks/moving_shapes_learning.py size=32 radius=3,5
     OMP_NUM_THREADS=1 python benchmarks/moving_shapes_learning.py size=32 radius=3,5 distractors=2 classes=8
+    OMP_NUM_THREADS=1 python benchmarks/moving_shapes_learning.py data=shapes3d
 
-Arguments are moving-shapes options (key=value) plus epochs=, bs= and lr=. A plain
+Arguments are dataset options (key=value) plus data= (default moving-shapes), epochs=,
+bs= and lr=. A plain
 training loop, independent of excite.engine, to size the dataset's defaults.
 """
 
@@ -26,8 +28,9 @@ def main(argv: list[str]) -> None:
     epochs = int(given.pop("epochs", 3))
     batch = int(given.pop("bs", 32))
     lr = float(given.pop("lr", 2e-3))
-    options = parse_data_options("moving-shapes", [f"{k}={v}" for k, v in given.items()])
-    splits = load_splits("moving-shapes", seed=0, **options)
+    data = given.pop("data", "moving-shapes")
+    options = parse_data_options(data, [f"{k}={v}" for k, v in given.items()])
+    splits = load_splits(data, seed=0, **options)
     model = excite.create_model(
         "tiny_resnet", attention="cbam", num_classes=splits.info.num_classes, in_channels=1, spatial_dims=3
     )
@@ -36,7 +39,10 @@ def main(argv: list[str]) -> None:
     val = DataLoader(splits.val, batch_size=64)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(train))
     start = time.perf_counter()
-    print(f"options {options}, {len(splits.train)} train / {len(splits.val)} val clips, threads {torch.get_num_threads()}")
+    print(
+        f"{data} {options}: {len(splits.train)} train / {len(splits.val)} val samples, "
+        f"threads {torch.get_num_threads()}"
+    )
     for epoch in range(epochs):
         model.train()
         for x, y in train:

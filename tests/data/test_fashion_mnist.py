@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 import struct
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def test_fashion_mnist_from_data_dir(tmp_path, gz):
     assert x.dtype == torch.float32 and x.shape == (1, 28, 28)
     assert y == int(arrays["t10k-labels-idx1-ubyte"][7])
     np.testing.assert_allclose(x[0].numpy(), arrays["t10k-images-idx3-ubyte"][7] / 255.0, atol=1e-6)
+    # picklable (DataLoader workers started with spawn/forkserver)
+    assert torch.equal(pickle.loads(pickle.dumps(splits.val))[7][0], x)
 
 
 def test_fashion_mnist_normalisation_uses_training_mean_and_std(tmp_path):

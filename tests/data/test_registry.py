@@ -113,3 +113,26 @@ def test_num_classes_alias():
     assert splits.info.num_classes == 8
     vols = load_splits("shapes3d", num_classes=7, train_size=7, size=8)
     assert vols.info.class_names[-1] == "capsule"
+
+
+def test_datasets_pickle_for_spawned_dataloader_workers(tmp_path):
+    """DataLoader workers started with spawn/forkserver receive the dataset pickled."""
+    import pickle
+
+    import numpy as np
+    import torch
+
+    np.save(tmp_path / "a.npy", np.zeros((3, 3, 3), np.float32))  # not in a class folder: ignored
+    for cls in ("p", "q"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            np.save(tmp_path / cls / f"{i}.npy", np.full((3, 3, 3), i + (cls == "q"), np.float32))
+    cases = [
+        load_splits("moving-shapes", train_size=3, frames=2, size=16, radius=2),
+        load_splits("shapes3d", train_size=3, size=8),
+        load_splits("volume-folder", data_dir=tmp_path, val_fraction=0.5),
+        load_splits("volume-folder", data_dir=tmp_path, val_fraction=0.5, cache=False, normalize="sample"),
+    ]
+    for splits in cases:
+        copy = pickle.loads(pickle.dumps(splits.train))
+        assert torch.equal(copy[1][0], splits.train[1][0]) and copy[1][1] == splits.train[1][1]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,17 @@ def _load_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.nda
     return images, labels
 
 
+@dataclass(frozen=True)
+class _Standardize:
+    """uint8 (28, 28) image → float32 (1, 28, 28): ``pixel * scale - shift``; picklable."""
+
+    scale: float
+    shift: float
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return (image.to(torch.float32) * self.scale - self.shift).unsqueeze(0)
+
+
 def build_fashion_mnist(
     *,
     data_dir: Path | None,
@@ -189,11 +201,7 @@ def build_fashion_mnist(
         std = float(np.sqrt((counts * (values - mean) ** 2).sum() / counts.sum())) or 1.0
     else:
         mean, std = 0.0, 1.0
-    scale = 1.0 / (255.0 * std)
-    shift = mean / std
-
-    def convert(image: torch.Tensor) -> torch.Tensor:
-        return (image.to(torch.float32) * scale - shift).unsqueeze(0)
+    convert = _Standardize(scale=1.0 / (255.0 * std), shift=mean / std)
 
     def split(images: np.ndarray, labels: np.ndarray, size: int | None, stream: int) -> StoredDataset:
         index = range(len(labels)) if size is None else stratified_subset(labels, size, seed, stream)

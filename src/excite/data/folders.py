@@ -113,6 +113,60 @@ def _stats(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return x.sum(1), (x * x).sum(1), x.shape[1]
 
 
+@dataclass(frozen=True, eq=False)
+class _ToTensor:
+    """Stored array → float32 tensor (always a new one), scaled and normalised."""
+
+    normalize: str
+    mean: torch.Tensor | None
+    std: torch.Tensor | None
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(array))
+        # always a new tensor: callers may write into it without touching the cache
+        x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32, copy=True)
+        if self.normalize == "dataset":
+            x = (x - self.mean) / self.std
+        elif self.normalize == "sample":
+            axes = tuple(range(1, x.ndim))
+            mu = x.mean(dim=axes, keepdim=True)
+            sd = x.std(dim=axes, keepdim=True, unbiased=False)
+            x = (x - mu) / torch.where(sd > 0, sd, torch.ones_like(sd))
+        return x
+
+
+@dataclass(frozen=True, eq=False)
+class _Cached:
+    """Sample ``index`` from the arrays decoded during the scan."""
+
+    arrays: list[np.ndarray]
+    to_tensor: _ToTensor
+
+    def __call__(self, index: int) -> torch.Tensor:
+        return self.to_tensor(self.arrays[index])
+
+
+@dataclass(frozen=True, eq=False)
+class _Reload:
+    """Sample ``index`` decoded again from its file (``cache=False``)."""
+
+    dataset: str
+    paths: list[Path]
+    decode: Callable[[Path], np.ndarray]
+    sample_shape: tuple[int, ...]
+    to_tensor: _ToTensor
+
+    def __call__(self, index: int) -> torch.Tensor:
+        path = self.paths[index]
+        try:
+            array = self.decode(path)
+        except Exception as exc:  # noqa: BLE001
+            raise ExciteError(f"{self.dataset}: cannot read {path} any more: {exc}") from exc
+        if tuple(array.shape) != self.sample_shape:
+            raise ExciteError(f"{self.dataset}: {path} changed shape to {array.shape} since the scan")
+        return self.to_tensor(array)
+
+
 def _build(
     *,
     dataset: str,
@@ -177,6 +231,7 @@ def _build(
 
     sample_shape = next(iter(shapes))
     channels = sample_shape[0]
+    mean_t = std_t = None
     if normalize == "dataset":
         total = sum(stats[i][0] for i in train_idx)
         total_sq = sum(stats[i][1] for i in train_idx)
@@ -187,33 +242,11 @@ def _build(
         view = (channels,) + (1,) * spatial_dims
         mean_t = torch.tensor(mean, dtype=torch.float32).view(view)
         std_t = torch.tensor(std, dtype=torch.float32).view(view)
-
-    def to_tensor(array: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(array))
-        # always a new tensor: callers may write into it without touching the cache
-        x = x.to(torch.float32) / 255.0 if x.dtype == torch.uint8 else x.to(torch.float32, copy=True)
-        if normalize == "dataset":
-            x = (x - mean_t) / std_t
-        elif normalize == "sample":
-            axes = tuple(range(1, x.ndim))
-            mu = x.mean(dim=axes, keepdim=True)
-            sd = x.std(dim=axes, keepdim=True, unbiased=False)
-            x = (x - mu) / torch.where(sd > 0, sd, torch.ones_like(sd))
-        return x
-
+    to_tensor = _ToTensor(normalize, mean_t, std_t)
     if cache:
-        def convert(index: int) -> torch.Tensor:
-            return to_tensor(arrays[index])
+        convert: Callable[[int], torch.Tensor] = _Cached(arrays, to_tensor)
     else:
-        def convert(index: int) -> torch.Tensor:
-            path = kept[index].path
-            try:
-                array = decode(path)
-            except Exception as exc:  # noqa: BLE001
-                raise ExciteError(f"{dataset}: cannot read {path} any more: {exc}") from exc
-            if tuple(array.shape) != sample_shape:
-                raise ExciteError(f"{dataset}: {path} changed shape to {array.shape} since the scan")
-            return to_tensor(array)
+        convert = _Reload(dataset, [e.path for e in kept], decode, sample_shape, to_tensor)
 
     def subset(indices: Sequence[int]) -> StoredDataset:
         return StoredDataset(list(indices), [labels[i] for i in indices], convert)
@@ -275,6 +308,15 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarr
         return _image_to_array(image, mode, size)
 
 
+@dataclass(frozen=True)
+class _ImageDecoder:
+    mode: str
+    size: tuple[int, int] | None
+
+    def __call__(self, path: Path) -> np.ndarray:
+        return _read_image(path, self.mode, self.size)
+
+
 def build_image_folder(
     *,
     data_dir: Path | None,
@@ -302,8 +344,7 @@ def build_image_folder(
     else:
         mode = _pil_mode(channels)
 
-    def decode(path: Path) -> np.ndarray:
-        return _read_image(path, mode, size)
+    decode = _ImageDecoder(mode, size)  # type: ignore[arg-type]
 
     return _build(
         dataset="image-folder",
@@ -400,6 +441,20 @@ def _is_video(path: Path) -> bool:
     return path.is_file() and _suffix(path) in VIDEO_SUFFIXES
 
 
+@dataclass(frozen=True)
+class _VideoDecoder:
+    frames: int
+    size: tuple[int, int]
+    channels: int
+    sampling: str
+
+    def __call__(self, path: Path) -> np.ndarray:
+        if path.is_dir():
+            require("PIL.Image", extra="data", purpose="reading frame folders")
+            return _read_frame_folder(path, self.frames, self.size, self.channels, self.sampling)
+        return _read_video_file(path, self.frames, self.size, self.channels, self.sampling)
+
+
 def build_video_folder(
     *,
     data_dir: Path | None,
@@ -417,11 +472,7 @@ def build_video_folder(
     if channels not in (1, 3):
         raise ValueError(f"option 'channels' must be 1 or 3, got {channels}")
 
-    def decode(path: Path) -> np.ndarray:
-        if path.is_dir():
-            require("PIL.Image", extra="data", purpose="reading frame folders")
-            return _read_frame_folder(path, frames, size, channels, sampling)
-        return _read_video_file(path, frames, size, channels, sampling)
+    decode = _VideoDecoder(frames, size, channels, sampling)
 
     return _build(
         dataset="video-folder",
@@ -509,6 +560,21 @@ def _is_volume(path: Path) -> bool:
     return path.is_file() and _suffix(path) in VOLUME_SUFFIXES
 
 
+@dataclass(frozen=True)
+class _VolumeDecoder:
+    key: str | None
+    size: tuple[int, int, int] | None
+
+    def __call__(self, path: Path) -> np.ndarray:
+        array = _read_volume(path, self.key)
+        if self.size is not None and tuple(array.shape[1:]) != self.size:
+            resized = F.interpolate(
+                torch.from_numpy(array)[None], size=self.size, mode="trilinear", align_corners=False
+            )
+            array = resized[0].numpy()
+        return array
+
+
 def build_volume_folder(
     *,
     data_dir: Path | None,
@@ -522,12 +588,7 @@ def build_volume_folder(
 ) -> DataSplits:
     """Build volume-folder (see the module docstring and docs/data.md)."""
 
-    def decode(path: Path) -> np.ndarray:
-        array = _read_volume(path, key)
-        if size is not None and tuple(array.shape[1:]) != size:
-            resized = F.interpolate(torch.from_numpy(array)[None], size=size, mode="trilinear", align_corners=False)
-            array = resized[0].numpy()
-        return array
+    decode = _VolumeDecoder(key, size)
 
     return _build(
         dataset="volume-folder",

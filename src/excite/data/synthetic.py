@@ -19,7 +19,9 @@ Objects are drawn from signed distance functions with a one-voxel soft edge
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -147,6 +149,22 @@ def make_moving_shapes_clip(
     return clip
 
 
+@dataclass(frozen=True)
+class _ClipMaker:
+    """Sample ``index`` of one split: ``(clip (1, T, H, W), label)``; picklable, so
+    DataLoader workers started by spawn/forkserver get the same samples."""
+
+    seed: int
+    split: int
+    num_classes: int
+    params: dict[str, Any]
+
+    def __call__(self, index: int) -> tuple[torch.Tensor, int]:
+        label = index % self.num_classes
+        clip = make_moving_shapes_clip(rng_for(self.seed, self.split, index), label, **self.params)
+        return torch.from_numpy(clip).unsqueeze(0), label
+
+
 def build_moving_shapes(
     *,
     data_dir: Path | None,
@@ -187,13 +205,8 @@ def build_moving_shapes(
         noise=noise,
     )
 
-    def maker(split: int) -> Callable[[int], tuple[torch.Tensor, int]]:
-        def make(index: int) -> tuple[torch.Tensor, int]:
-            label = index % len(classes)
-            clip = make_moving_shapes_clip(rng_for(seed, split, index), label, **params)
-            return torch.from_numpy(clip).unsqueeze(0), label
-
-        return make
+    def maker(split: int) -> _ClipMaker:
+        return _ClipMaker(seed=seed, split=split, num_classes=len(classes), params=params)
 
     info = DatasetInfo(
         name="moving-shapes",
@@ -307,6 +320,26 @@ def make_shapes3d_volume(
     return vol
 
 
+@dataclass(frozen=True)
+class _VolumeMaker:
+    """Sample ``index`` of one split: ``(volume (1, D, H, W), label)``; picklable."""
+
+    seed: int
+    split: int
+    classes: tuple[str, ...]
+    size: tuple[int, int, int]
+    radius: tuple[float, float]
+    noise: float
+
+    def __call__(self, index: int) -> tuple[torch.Tensor, int]:
+        label = index % len(self.classes)
+        vol = make_shapes3d_volume(
+            rng_for(self.seed, self.split, index), self.classes[label], size=self.size, radius=self.radius,
+            noise=self.noise,
+        )
+        return torch.from_numpy(vol).unsqueeze(0), label
+
+
 def build_shapes3d(
     *,
     data_dir: Path | None,
@@ -333,15 +366,8 @@ def build_shapes3d(
     if val_size is None:
         val_size = max(len(classes), int(round(train_size * val_fraction / (1.0 - val_fraction))))
 
-    def maker(split: int) -> Callable[[int], tuple[torch.Tensor, int]]:
-        def make(index: int) -> tuple[torch.Tensor, int]:
-            label = index % len(classes)
-            vol = make_shapes3d_volume(
-                rng_for(seed, split, index), classes[label], size=size, radius=radius, noise=noise
-            )
-            return torch.from_numpy(vol).unsqueeze(0), label
-
-        return make
+    def maker(split: int) -> _VolumeMaker:
+        return _VolumeMaker(seed=seed, split=split, classes=classes, size=size, radius=radius, noise=noise)
 
     info = DatasetInfo(
         name="shapes3d",
