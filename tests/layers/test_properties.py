@@ -218,8 +218,10 @@ def test_channels_last(name: str, rank: int) -> None:
     xl = x.contiguous(memory_format=fmt)
     assert xl.is_contiguous(memory_format=fmt)
     torch.testing.assert_close(m(xl), expected, atol=1e-6, rtol=1e-6)
-    m_cl = m.to(memory_format=fmt) if rank == 2 else m
-    torch.testing.assert_close(m_cl.gate(xl), m.gate(x), atol=1e-6, rtol=1e-6)
+    gate_expected = m.gate(x)
+    m.to(memory_format=fmt)  # channels_last weights too (the conv weights of sam/cbam/scse)
+    torch.testing.assert_close(m.gate(xl), gate_expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(m(xl), expected, atol=1e-6, rtol=1e-6)
 
 
 @contextlib.contextmanager
