@@ -22,7 +22,9 @@ unpickled (``allow_pickle=False``).
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +105,16 @@ def _scan(
                 raise ExciteError(f"{dataset}: class folder {folder} holds no {what}")
             entries += [_Entry(p, label, split) for p in items]
     return class_names, entries
+
+
+def _progress(items: list[_Entry], desc: str) -> Any:
+    """``items`` wrapped in a tqdm bar when there are many, tqdm is installed and stderr is
+    a terminal; else ``items`` unchanged."""
+    if len(items) < 500 or not sys.stderr.isatty() or importlib.util.find_spec("tqdm") is None:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", leave=False)
 
 
 def _stats(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -190,7 +202,7 @@ def _build(
     arrays: list[np.ndarray] = []
     stats: list[tuple[np.ndarray, np.ndarray, int]] = []
     shapes: dict[tuple[int, ...], Path] = {}
-    for entry in entries:
+    for entry in _progress(entries, f"{dataset}: reading {data_dir}"):
         log.seen += 1
         try:
             array = decode(entry.path)
