@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from excite.cli import main
 from excite.data import dataset_options, list_datasets
 
@@ -17,12 +19,21 @@ def test_excite_datasets_lists_all(capsys):
     assert "1x16x64x64" in out and "1x28x28" in out and "1x32x32x32" in out
 
 
-def test_excite_datasets_name_shows_every_option(capsys):
-    assert main(["datasets", "moving-shapes"]) == 0
+@pytest.mark.parametrize("name", list_datasets())
+def test_excite_datasets_name_shows_every_option(capsys, name):
+    assert main(["datasets", name]) == 0
     out = capsys.readouterr().out
-    for key in dataset_options("moving-shapes"):
+    assert out.startswith(name)
+    for key in dataset_options(name):
         assert f"  {key} " in out
-    assert "default 64x64" in out and "default 2000" in out
+    assert ("needs --data-dir" in out) == name.endswith("-folder")
+
+
+def test_excite_datasets_shows_defaults_in_cli_syntax(capsys):
+    main(["datasets", "moving-shapes"])
+    out = capsys.readouterr().out
+    assert "default 64x64" in out and "default 2000" in out and "default none" in out
+    assert "default right,left,down,up" in out and "default false" in out
 
 
 def test_excite_datasets_unknown_name_is_one_line_error(capsys):
