@@ -127,6 +127,8 @@ class Text(Kind):
     """Any non-empty string."""
 
     def __call__(self, name: str, value: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # e.g. an npz key "0" that a YAML parser turned into 0
         if not isinstance(value, str) or not value.strip():
             raise TypeError(f"option {name!r} must be a non-empty string, got {value!r}")
         return value.strip()
