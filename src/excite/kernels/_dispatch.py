@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 IMPLS = ("auto", "reference", "fused", "triton")
 
@@ -28,7 +29,7 @@ def set_default_impl(impl: str) -> None:
 
     Args:
         impl: "auto" (the default: fused where measured faster, Triton on CUDA when
-            installed, the reference path while exporting/tracing), "reference",
+            installed, the reference path while exporting/tracing/profiling), "reference",
             "fused" or "triton".
 
     Raises:
@@ -78,8 +79,22 @@ def tracing() -> bool:
     )
 
 
+def observed(x: torch.Tensor) -> bool:
+    """True when ``x`` is a meta tensor or a dispatch mode (FlopCounterMode, a profiler's
+    fake/meta pass) is active outside torch.compile: module-by-module execution is
+    then what the observer expects (per-layer hooks see fc1/conv/norm)."""
+    if torch.compiler.is_compiling():
+        return False
+    return x.device.type == "meta" or _get_current_dispatch_mode() is not None
+
+
 def resolve_impl(impl: str | None, x: torch.Tensor, *, supported: bool = True) -> str:
     """The concrete implementation ("reference", "fused" or "triton") to run on ``x``.
+
+    "auto" picks the reference path when the configuration has no fused form, while
+    exporting/tracing (torch.export, TorchScript, ONNX) and when observed (meta tensors
+    or an active dispatch mode such as ``FlopCounterMode``, e.g. ``excite.profile``), so
+    per-layer hooks and traced graphs see the modules' standard ops.
 
     Args:
         impl: a name from :data:`IMPLS`, or None for the global default.
@@ -95,7 +110,7 @@ def resolve_impl(impl: str | None, x: torch.Tensor, *, supported: bool = True) -
     if impl == "reference":
         return impl
     if impl == "auto":
-        if not supported or tracing():
+        if not supported or tracing() or observed(x):
             return "reference"
         # Measured on CPU (docs/benchmarks.md): the fused autograd functions beat the
         # reference at every benchmarked shape, forward and forward+backward.

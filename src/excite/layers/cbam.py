@@ -14,6 +14,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from excite import kernels
+from excite.kernels._modules import activation_name, norm_affine
+
 from ._common import (
     check_bool,
     check_channels,
@@ -78,6 +81,9 @@ class ChannelAttention(nn.Module):
         bias: biases in the MLP (the paper has none; the official code has them).
         activation: delta, a name ("relu", ...) or an ``nn.Module`` class.
         gate: sigma, a name ("sigmoid", ...) or an ``nn.Module`` class.
+        impl: how ``forward`` runs: "auto", "reference", "fused" or "triton" (see
+            :mod:`excite.kernels`); None follows ``excite.kernels.set_default_impl``.
+            Not part of the state dict.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -94,8 +100,10 @@ class ChannelAttention(nn.Module):
         bias: bool = False,
         activation: str | type[nn.Module] = "relu",
         gate: str | type[nn.Module] = "sigmoid",
+        impl: str | None = None,
     ) -> None:
         super().__init__()
+        self.impl = None if impl is None else kernels.check_impl(impl)
         self.channels = check_channels(channels)
         check_reduction(reduction)
         hidden = hidden_width(channels, reduction, module="ChannelAttention")
@@ -114,9 +122,20 @@ class ChannelAttention(nn.Module):
         s = self.gate_act(logits)
         return s.reshape(*s.shape, *([1] * (x.ndim - 2)))
 
+    def _fused_args(self) -> tuple[str | None, str | None]:
+        return activation_name(self.act), activation_name(self.gate_act)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x * gate(x)``, same shape and dtype as ``x``."""
-        return x * self.gate(x)
+        check_input(x, module="ChannelAttention", channels=self.channels)
+        act, gate = self._fused_args()
+        which = kernels.resolve_impl(self.impl, x, supported=act is not None and gate is not None)
+        if which == "reference":
+            return x * self.gate(x)
+        return kernels.channel_attention(
+            x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+            pools=self.pools, activation=act, gate=gate, impl=which,
+        )
 
 
 @register_attention("sam")
@@ -142,6 +161,9 @@ class SpatialAttention(nn.Module):
         gate: sigma, a name ("sigmoid", ...) or an ``nn.Module`` class.
         pools: the channel-wise maps in concatenation order: ("avg", "max") in the
             paper, ("max", "avg") in the official code; a single pool also works.
+        impl: how ``forward`` runs: "auto", "reference", "fused" or "triton" (see
+            :mod:`excite.kernels`); None follows ``excite.kernels.set_default_impl``.
+            Not part of the state dict.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -158,8 +180,10 @@ class SpatialAttention(nn.Module):
         norm: bool = False,
         gate: str | type[nn.Module] = "sigmoid",
         pools: str | tuple[str, ...] = ("avg", "max"),
+        impl: str | None = None,
     ) -> None:
         super().__init__()
+        self.impl = None if impl is None else kernels.check_impl(impl)
         self.channels = None if channels is None else check_channels(channels)
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.kernel_size = check_kernel_size(kernel_size, spatial_dims)
@@ -180,9 +204,24 @@ class SpatialAttention(nn.Module):
         maps = torch.cat([_CHANNEL_POOLS[pool](x) for pool in self.pools], dim=1)
         return self.gate_act(self.norm(self.conv(maps)))
 
+    def _fused_args(self) -> tuple[bool, str | None, torch.Tensor | None, torch.Tensor | None]:
+        """(supported, gate name, scale, shift); a training-mode BatchNorm is unsupported."""
+        gate = activation_name(self.gate_act)
+        ok, scale, shift = norm_affine(self.norm)
+        return ok and gate is not None, gate, scale, shift
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x * gate(x)``, same shape and dtype as ``x``."""
-        return x * self.gate(x)
+        check_input(
+            x, module="SpatialAttention", channels=self.channels, ndim=self.spatial_dims + 2
+        )
+        ok, gate, scale, shift = self._fused_args()
+        which = kernels.resolve_impl(self.impl, x, supported=ok)
+        if which == "reference":
+            return x * self.gate(x)
+        return kernels.spatial_attention(
+            x, self.conv.weight, pools=self.pools, gate=gate, scale=scale, shift=shift, impl=which
+        )
 
 
 @register_attention("cbam")
@@ -207,6 +246,9 @@ class CBAM(nn.Module):
         variant: "paper" or "official".
         activation: the channel MLP's activation (name or ``nn.Module`` class).
         gate: both modules' gate (name or ``nn.Module`` class).
+        impl: how ``forward`` runs: "auto", "reference", "fused" or "triton" (see
+            :mod:`excite.kernels`); None follows ``excite.kernels.set_default_impl``.
+            Not part of the state dict.
 
     Attributes:
         channel: the :class:`ChannelAttention` module.
@@ -228,13 +270,16 @@ class CBAM(nn.Module):
         variant: str = "paper",
         activation: str | type[nn.Module] = "relu",
         gate: str | type[nn.Module] = "sigmoid",
+        impl: str | None = None,
     ) -> None:
         super().__init__()
+        self.impl = None if impl is None else kernels.check_impl(impl)
         self.arrangement = check_choice(arrangement, ARRANGEMENTS, name="arrangement")
         self.variant = check_choice(variant, VARIANTS, name="variant")
         official = variant == "official"
         channel = ChannelAttention(
-            channels, reduction=reduction, bias=official, activation=activation, gate=gate
+            channels, reduction=reduction, bias=official, activation=activation, gate=gate,
+            impl=impl,
         )
         spatial = SpatialAttention(
             channels,
@@ -243,6 +288,7 @@ class CBAM(nn.Module):
             norm=official,
             gate=gate,
             pools=("max", "avg") if official else ("avg", "max"),
+            impl=impl,
         )
         self.channels = channels
         self.spatial_dims = spatial_dims
@@ -275,7 +321,19 @@ class CBAM(nn.Module):
         """The refined features F'', same shape and dtype as ``x``."""
         self._check(x)
         if self.arrangement == "channel-spatial":
-            return self.spatial(self.channel(x))
+            act, cgate = self.channel._fused_args()
+            ok, sgate, scale, shift = self.spatial._fused_args()
+            supported = ok and act is not None and cgate is not None and cgate == sgate
+            which = kernels.resolve_impl(self.impl, x, supported=supported)
+            if which != "reference":
+                ch, sp = self.channel, self.spatial
+                return kernels.cbam(
+                    x, ch.fc1.weight, ch.fc1.bias, ch.fc2.weight, ch.fc2.bias, sp.conv.weight,
+                    channel_pools=ch.pools, spatial_pools=sp.pools, activation=act, gate=cgate,
+                    scale=scale, shift=shift, impl=which,
+                )
+            y = x * self.channel.gate(x)
+            return y * self.spatial.gate(y)
         if self.arrangement == "spatial-channel":
             return self.channel(self.spatial(x))
         return x * self.channel.gate(x) * self.spatial.gate(x)

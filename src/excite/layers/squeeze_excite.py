@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from excite import kernels
+from excite.kernels._modules import activation_name
+
 from ._common import (
     check_bool,
     check_channels,
@@ -40,6 +43,9 @@ class SqueezeExcite(nn.Module):
         bias: biases in both linear layers (the paper's FC layers have them).
         activation: delta, a name ("relu", "silu", ...) or an ``nn.Module`` class.
         gate: sigma, a name ("sigmoid", "hard_sigmoid", ...) or an ``nn.Module`` class.
+        impl: how ``forward`` runs: "auto", "reference", "fused" or "triton" (see
+            :mod:`excite.kernels`); None follows ``excite.kernels.set_default_impl``.
+            Not part of the state dict.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -57,8 +63,10 @@ class SqueezeExcite(nn.Module):
         bias: bool = True,
         activation: str | type[nn.Module] = "relu",
         gate: str | type[nn.Module] = "sigmoid",
+        impl: str | None = None,
     ) -> None:
         super().__init__()
+        self.impl = None if impl is None else kernels.check_impl(impl)
         self.channels = check_channels(channels)
         check_reduction(reduction)
         check_positive_int(divisor, name="divisor")
@@ -81,4 +89,12 @@ class SqueezeExcite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x * gate(x)``, same shape and dtype as ``x``."""
-        return x * self.gate(x)
+        check_input(x, module="SqueezeExcite", channels=self.channels)
+        act, gate = activation_name(self.act), activation_name(self.gate_act)
+        which = kernels.resolve_impl(self.impl, x, supported=act is not None and gate is not None)
+        if which == "reference":
+            return x * self.gate(x)
+        return kernels.squeeze_excite(
+            x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+            activation=act, gate=gate, impl=which,
+        )
