@@ -19,8 +19,13 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from excite import __version__
-from excite.errors import ExciteError
+# OpenMP threads that spin while they wait make CPU training many times slower when the
+# cores are shared with other processes (measured in docs/training.md); let waiting threads
+# sleep unless the user chose a policy. Must happen before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from excite import __version__  # noqa: E402
+from excite.errors import ExciteError  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
