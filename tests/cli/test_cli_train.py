@@ -210,6 +210,6 @@ def test_demo_data_options_apply_only_to_their_dataset_and_yield_to_flags(tmp_pa
     demo = build_config(parser.parse_args(["train"]))
     assert demo.data == "moving-shapes" and demo.data_options == DEFAULT_DATA_OPTIONS["moving-shapes"]
     mine = build_config(parser.parse_args(["train", "--data-option", "train_size=64"]))
-    assert mine.data_options["train_size"] == 64 and mine.data_options["size"] == "32x32"
+    assert mine.data_options["train_size"] == 64 and mine.data_options["val_size"] == 400
     fm = build_config(parser.parse_args(["train", "--data", "fashion-mnist"]))
     assert fm.data_options == {}

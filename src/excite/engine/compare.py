@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from excite.engine import reports
-from excite.engine.builders import check_names
+from excite.engine.builders import build_splits, check_names
 from excite.engine.config import TrainConfig, load_yaml
 from excite.engine.train import fit
 
@@ -41,6 +41,7 @@ def run_compare(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[in
     total = len(attentions) * len(seeds)
     done = 0
     for seed in seeds:
+        splits = None  # the data depend on the seed only: load them once per seed
         for attention in attentions:
             done += 1
             name = f"{attention}-s{seed}"
@@ -55,7 +56,9 @@ def run_compare(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[in
             resume = status in ("interrupted", "running") and (run_dir / "state.pt").is_file() \
                 and _same_config(run_dir, config)
             log(f"[{done}/{total}] {name}: {'resuming' if resume else 'training'}")
-            summaries[attention].append(fit(config, run_dir=run_dir, resume=resume, log=log))
+            if splits is None:
+                splits = build_splits(config)
+            summaries[attention].append(fit(config, splits=splits, run_dir=run_dir, resume=resume, log=log))
     rows = [_row(a, summaries[a]) for a in attentions]
     title = f"{base.model} on {base.data}, {base.epochs} epochs, {len(seeds)} seed(s)"
     out.mkdir(parents=True, exist_ok=True)

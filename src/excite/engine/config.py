@@ -21,8 +21,7 @@ AMP_DTYPES = ("bf16", "fp16")
 # Dataset options `excite train` / `excite compare` use unless the user sets them: sized so
 # that the no-argument demo finishes within 3 minutes on 2 CPU cores (see docs/training.md).
 DEFAULT_DATA_OPTIONS: dict[str, dict[str, Any]] = {
-    "moving-shapes": {"train_size": 1000, "val_size": 400, "size": "32x32", "radius": "3,5",
-                      "speed": "1,2", "cache": True},
+    "moving-shapes": {"train_size": 800, "val_size": 400, "cache": True},
 }
 
 # Options that may change when a run is resumed; every other field must match the
