@@ -149,3 +149,18 @@ def test_flop_counter_sees_the_same_macs(name, d):
             m(x)
         counts[impl] = fc.get_total_flops()
     assert counts["fused"] == counts["reference"] > 0
+
+
+@pytest.mark.parametrize("name", ["sam", "cbam"])
+def test_channels_last_weights_3d(name):
+    """A module moved to channels_last_3d (its conv weight too) gives the same result."""
+    m = BUILDERS[name](3)
+    _set_impl(m, "fused")
+    x = torch.randn(3, C, 3, 4, 5, requires_grad=True)
+    dy = torch.randn_like(x)
+    ref, rg = _run(m, x, dy)
+    m.to(memory_format=torch.channels_last_3d)
+    out, g = _run(m, x, dy)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g, rg):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

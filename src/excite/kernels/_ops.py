@@ -95,8 +95,9 @@ def _conv3d_by_frames(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     pad = kt // 2
     xp = F.pad(x, (0, 0, 0, 0, pad, pad))  # (N, Cin, T + kt - 1, H, W)
     frames = xp.transpose(1, 2).reshape(n * (t + kt - 1), cin, h, wd)
-    w2 = w.permute(2, 0, 1, 3, 4).reshape(kt * cout, cin, kh, kw)
-    y = F.conv2d(frames, w2, padding=(kh // 2, kw // 2))  # (N * (T + kt - 1), kt * Cout, H, W)
+    w2 = w.permute(2, 0, 1, 3, 4).reshape(kt * cout, cin, kh, kw).contiguous()
+    # contiguous output (a channels_last weight would make oneDNN return channels_last)
+    y = F.conv2d(frames, w2, padding=(kh // 2, kw // 2)).contiguous()  # (N*(T+kt-1), kt*Cout, H, W)
     # the shifted sum as one reduction over a strided view: element (n, t, j) -> y[n, t + j, j]
     st = kt * cout * h * wd
     diag = y.as_strided((n, t, kt, cout, h, wd), (st * (t + kt - 1), st, st + cout * h * wd, h * wd, wd, 1))
@@ -113,11 +114,11 @@ def _conv3d_weight_grad_by_frames(x: torch.Tensor, grad: torch.Tensor, w: torch.
     shifts = xp.unfold(2, kt, 1)  # (N, Cin, T, H, W, kt)
     frames = shifts.permute(0, 2, 1, 5, 3, 4).reshape(n * t, cin * kt, h, wd)
     g2 = grad.transpose(1, 2).reshape(n * t, cout, h, wd)
-    w2 = w.reshape(cout, cin * kt, kh, kw)
+    w2 = w.reshape(cout, cin * kt, kh, kw).contiguous()
     dw = torch.ops.aten.convolution_backward(
         g2, frames, w2, None, [1, 1], [kh // 2, kw // 2], [1, 1], False, [0, 0], 1, [False, True, False]
     )[1]
-    return dw.view(cout, cin, kt, kh, kw)
+    return dw.reshape(cout, cin, kt, kh, kw)
 
 
 def conv_same(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
