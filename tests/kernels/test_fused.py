@@ -318,3 +318,23 @@ def test_argument_errors():
         kernels.channel_attention(x, p["w1"], None, p["w2"], None, activation="swish")
     with pytest.raises(ValueError, match="x must have shape"):
         kernels.channel_attention(torch.randn(2, 8), p["w1"], None, p["w2"], None)
+
+
+def test_compile_dynamic_shapes_inductor():
+    """torch.compile's default recompiles with symbolic sizes on a new shape; the fused
+    functions must lower in Inductor then too (forward and backward)."""
+    p = _params(8, 2, torch.float32)
+
+    def f(t):
+        return kernels.cbam(t, p["w1"], p["b1"], p["w2"], p["b2"], p["w"], impl="fused")
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True, dynamic=True)
+    x = torch.randn(3, 8, 5, 6, requires_grad=True)
+    out = compiled(x)
+    ref = eq_cbam(x, p["w1"], p["b1"], p["w2"], p["b2"], p["w"], ("avg", "max"), ("avg", "max"))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    dy = torch.randn_like(out)
+    ins = [x, p["w1"], p["b1"], p["w2"], p["b2"], p["w"]]
+    for a, b in zip(_grads(out, ins, dy), _grads(ref, ins, dy)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

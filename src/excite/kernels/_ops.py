@@ -134,9 +134,7 @@ def conv_same_input_grad(grad: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """d(conv_same(x, w))/dx applied to ``grad``: a forward conv with the flipped,
     transposed kernel (about 10x faster on CPU than convolution_backward for 2→1 channels)."""
     d = grad.ndim - 2
-    wt = w.flip(list(range(2, 2 + d))).transpose(0, 1)
-    if not plain_mode():
-        wt = wt.contiguous()
+    wt = w.flip(list(range(2, 2 + d))).transpose(0, 1).contiguous()
     return conv_same(grad, wt)
 
 
@@ -147,7 +145,7 @@ def conv_same_weight_grad(x: torch.Tensor, grad: torch.Tensor, w: torch.Tensor) 
         return _conv3d_weight_grad_by_frames(x, grad, w)
     pad = [k // 2 for k in w.shape[2:]]
     return torch.ops.aten.convolution_backward(
-        grad, x, w, None, [1] * d, pad, [1] * d, False, [0] * d, 1, [False, True, False]
+        grad.contiguous(), x.contiguous(), w.contiguous(), None, [1] * d, pad, [1] * d, False, [0] * d, 1, [False, True, False]
     )[1]
 
 
@@ -213,20 +211,23 @@ def global_pools(x3: torch.Tensor, pools: tuple[str, ...]) -> tuple[torch.Tensor
     return torch.stack(out), idx
 
 
-def channel_pools(y3: torch.Tensor, pools: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pool (N, C, S) over C: the (N, P, S) maps in ``pools`` order, and the argmax (N, S)."""
+def channel_pools(y: torch.Tensor, pools: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pool (N, C, *spatial) over C: the (N, P, *spatial) maps in ``pools`` order, and the
+    argmax flattened to (N, S). (Pooling the full-rank tensor, not its (N, C, S) view,
+    keeps Inductor's dynamic-shape lowering away from splitting S back into *spatial.)"""
     out = []
     idx = None
     for pool in pools:
         if pool == "avg":
-            if y3.dtype in _HALF:
-                out.append(y3.mean(1, dtype=torch.float32).to(y3.dtype))
+            if y.dtype in _HALF:
+                out.append(y.mean(1, keepdim=True, dtype=torch.float32).to(y.dtype))
             else:
-                out.append(y3.mean(1))
+                out.append(y.mean(1, keepdim=True))
         else:
-            val, idx = y3.max(1)
+            val, idx = y.max(1, keepdim=True)
             out.append(val)
-    return torch.stack(out, 1), idx
+            idx = idx.reshape(y.shape[0], -1)
+    return torch.cat(out, 1), idx
 
 
 def unpool_global(

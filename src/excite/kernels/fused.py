@@ -51,12 +51,11 @@ def _up(t, dtype):
     return None if t is None else t.to(dtype)
 
 
-def _spatial_gate_forward(maps3, spatial, weight, scale, shift, gate):
-    """maps3 (N, P, S) -> (conv input m, conv output, pre-gate, gate s (N, 1, *spatial)).
+def _spatial_gate_forward(maps, weight, scale, shift, gate):
+    """maps (N, P, *spatial) -> (conv input m, conv output, pre-gate, gate s (N, 1, *spatial)).
 
     ``weight``, ``scale``, ``shift`` are already in the compute dtype."""
-    n, p = maps3.shape[:2]
-    m = maps3.view(n, p, *spatial).to(weight.dtype)
+    m = maps.to(weight.dtype)
     conv = conv_same(m, weight)
     pre = conv if scale is None else conv * scale + shift
     return m, conv, pre, act_forward(gate, pre)
@@ -123,9 +122,9 @@ class SpatialGateFunction(Function):
     def forward(ctx, x, weight, scale, shift, pools, gate):
         x3 = ncs(x)
         cdt = _cdt(x)
-        maps3, idx = channel_pools(x3, pools)
+        maps, idx = channel_pools(x, pools)
         wc, scale_c = weight.to(cdt), _up(scale, cdt)
-        m, conv, pre, s = _spatial_gate_forward(maps3, x.shape[2:], wc, scale_c, _up(shift, cdt), gate)
+        m, conv, pre, s = _spatial_gate_forward(maps, wc, scale_c, _up(shift, cdt), gate)
         out3 = x3 * s.view(x3.shape[0], 1, -1).to(x.dtype)
         ctx.save_for_backward(x, m, conv, pre, s, idx, wc, scale_c)
         ctx.cfg = (pools, gate)
@@ -163,9 +162,9 @@ class CBAMFunction(Function):
         w1c, w2c = w1.to(cdt), w2.to(cdt)
         h, z, logits, g = mlp_forward(pooled, w1c, _up(b1, cdt), w2c, _up(b2, cdt), act, gate)
         y3 = x3 * g.to(x.dtype).unsqueeze(-1)  # F', a temporary: not saved
-        maps3, idx_s = channel_pools(y3, spatial_pools)
+        maps, idx_s = channel_pools(y3.view(x.shape), spatial_pools)
         wc, scale_c = weight.to(cdt), _up(scale, cdt)
-        m, conv, pre, s = _spatial_gate_forward(maps3, x.shape[2:], wc, scale_c, _up(shift, cdt), gate)
+        m, conv, pre, s = _spatial_gate_forward(maps, wc, scale_c, _up(shift, cdt), gate)
         out3 = y3.mul_(s.view(n, 1, -1).to(x.dtype))
         ctx.save_for_backward(x, pooled, h, z, logits, g, idx_c, w1c, w2c, m, conv, pre, s, idx_s, wc, scale_c)
         ctx.cfg = (channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None)

@@ -207,10 +207,8 @@ class TritonAttentionFunction(Function):
                 x3, g if g is not None else x3, mean, mxs, idx_s, c, s, *x3.stride(),
                 HAS_G=g is not None, BLOCK=_BLOCK,
             )
-            maps3 = torch.stack([mean if p == "avg" else mxs for p in spools], 1)
-            m, conv, pre, sg = _spatial_gate_forward(
-                maps3, x.shape[2:], weight.to(f32), _to(scale, f32), _to(shift, f32), gate
-            )
+            maps = torch.stack([mean if p == "avg" else mxs for p in spools], 1).view(n, len(spools), *x.shape[2:])
+            m, conv, pre, sg = _spatial_gate_forward(maps, weight.to(f32), _to(scale, f32), _to(shift, f32), gate)
         out3 = torch.empty_like(x3)
         _apply[_grid_cs(n, c, s)](
             x3, g if g is not None else x3, sg if sg is not None else x3, out3, c, s,
