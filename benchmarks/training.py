@@ -1,0 +1,84 @@
+"""End-to-end training-step overhead of SE and CBAM in real backbones.
+
+    python -m benchmarks.training [--models resnet18 r3d_18] [--repeats 3]
+
+One process, interleaved: each repeat runs one SGD step (forward, cross-entropy,
+backward, update) of every variant - no attention, SE and CBAM, each with the
+modules' reference path and the fused path (``impl=``) - and reports the median step
+time and the overhead over the model without attention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import excite
+
+CASES = {
+    "resnet18": (16, 3, 224, 224),
+    "r3d_18": (4, 3, 16, 112, 112),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    args = parser.parse_args(argv)
+    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, repeats={args.repeats}")
+    print("| model | input | attention | impl | median step s | overhead vs none | min step s | overhead (min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    variants = [(None, "reference"), ("se", "reference"), ("se", "fused"), ("cbam", "reference"), ("cbam", "fused")]
+    for name in args.models:
+        shape = CASES[name]
+        torch.manual_seed(0)
+        x = torch.randn(shape)
+        y = torch.randint(0, 10, (shape[0],))
+        steps = {}
+        for attention, impl in variants:
+            torch.manual_seed(0)
+            model = excite.create_model(name, attention=attention, num_classes=10)
+            for m in model.modules():
+                if hasattr(m, "impl"):
+                    m.impl = impl
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+            def step(model=model, opt=opt):
+                opt.zero_grad(set_to_none=True)
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+
+            steps[(attention, impl)] = step
+        for step in steps.values():
+            for _ in range(args.warmup):
+                step()
+        times = {k: [] for k in steps}
+        for _ in range(args.repeats):
+            for key, step in steps.items():
+                start = time.perf_counter()
+                step()
+                times[key].append(time.perf_counter() - start)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        low = {k: min(v) for k, v in times.items()}
+        base = med[(None, "reference")]
+        base_low = low[(None, "reference")]
+        for (attention, impl), t in med.items():
+            label = "none" if attention is None else attention
+            shown_impl = "-" if attention is None else impl
+            print(
+                f"| {name} | {'x'.join(map(str, shape))} | {label} | {shown_impl} | {t:.3f} | "
+                f"{(t / base - 1) * 100:+.1f}% | {low[(attention, impl)]:.3f} | "
+                f"{(low[(attention, impl)] / base_low - 1) * 100:+.1f}% |",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

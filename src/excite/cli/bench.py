@@ -1,0 +1,43 @@
+"""``excite bench``: run the benchmark scripts of a source checkout (benchmarks/).
+
+    excite bench attention [--shapes 32,256,28,28 ...] [--dtypes float32 bfloat16] ...
+    excite bench training [--models resnet18 r3d_18] [--repeats 3]
+
+The scripts live outside the installed package (they import the textbook baselines);
+run this from the repository root. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+SUITES = ("attention", "training")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="time SE/CBAM: textbook vs torch.compile vs fused (needs a source checkout)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("suite", choices=SUITES, help="attention: standalone blocks; training: backbones")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to python -m benchmarks.<suite>")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from excite.errors import ExciteError
+
+    if os.path.isdir("benchmarks") and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(f"benchmarks.{args.suite}")
+    except ModuleNotFoundError as exc:
+        raise ExciteError(
+            "excite bench runs the scripts in benchmarks/ of a source checkout; "
+            "run it from the repository root"
+        ) from exc
+    return int(module.main(args.args) or 0)
