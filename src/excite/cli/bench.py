@@ -31,13 +31,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from excite.errors import ExciteError
 
-    if os.path.isdir("benchmarks") and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(f"benchmarks.{args.suite}")
-    except ModuleNotFoundError as exc:
+    if not os.path.isfile(os.path.join("benchmarks", f"{args.suite}.py")):
         raise ExciteError(
             "excite bench runs the scripts in benchmarks/ of a source checkout; "
-            "run it from the repository root"
-        ) from exc
+            f"run it from the repository root (no benchmarks/{args.suite}.py in {os.getcwd()})"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(f"benchmarks.{args.suite}")
     return int(module.main(args.args) or 0)
