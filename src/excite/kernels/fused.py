@@ -78,6 +78,15 @@ def _spatial_gate_backward(ds, m, conv, pre, s, weight, scale, gate, needs):
     return dmaps, dweight, dscale, dshift
 
 
+def _pack_index(idx, size):
+    """Channel argmax indices in one byte when C <= 256 (int64 again in backward)."""
+    return idx.to(torch.uint8) if idx is not None and size <= 256 else idx
+
+
+def _unpack_index(idx):
+    return None if idx is None else idx.long()
+
+
 def _to(t, dtype):
     return None if t is None or dtype is None else t.to(dtype)
 
@@ -126,15 +135,20 @@ class SpatialGateFunction(Function):
         wc, scale_c = weight.to(cdt), _up(scale, cdt)
         m, conv, pre, s = _spatial_gate_forward(maps, wc, scale_c, _up(shift, cdt), gate)
         out3 = x3 * s.view(x3.shape[0], 1, -1).to(x.dtype)
-        ctx.save_for_backward(x, m, conv, pre, s, idx, wc, scale_c)
+        # the maps are kept in x's dtype (m is their upcast copy), conv only with an affine
+        ctx.save_for_backward(
+            x, maps, None if scale is None else conv, pre, s, _pack_index(idx, x.shape[1]), wc, scale_c
+        )
         ctx.cfg = (pools, gate)
         ctx.dts = (weight.dtype, None if scale is None else scale.dtype, None if shift is None else shift.dtype)
         return out3.view(x.shape)
 
     @staticmethod
     def backward(ctx, dout):
-        x, m, conv, pre, s, idx, weight, scale = ctx.saved_tensors
+        x, maps, conv, pre, s, idx, weight, scale = ctx.saved_tensors
         pools, gate = ctx.cfg
+        m, idx = maps.to(weight.dtype), _unpack_index(idx)
+        conv = pre if conv is None else conv
         x3, dy3 = ncs(x), ncs(dout)
         n = x3.shape[0]
         t = dy3 * x3  # the one full-size temporary; reused for dx below
@@ -166,15 +180,20 @@ class CBAMFunction(Function):
         wc, scale_c = weight.to(cdt), _up(scale, cdt)
         m, conv, pre, s = _spatial_gate_forward(maps, wc, scale_c, _up(shift, cdt), gate)
         out3 = y3.mul_(s.view(n, 1, -1).to(x.dtype))
-        ctx.save_for_backward(x, pooled, h, z, logits, g, idx_c, w1c, w2c, m, conv, pre, s, idx_s, wc, scale_c)
+        ctx.save_for_backward(
+            x, pooled, h, z, logits, g, idx_c, w1c, w2c, maps, None if scale is None else conv,
+            pre, s, _pack_index(idx_s, x.shape[1]), wc, scale_c,
+        )
         ctx.cfg = (channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None)
         ctx.dts = tuple(None if t is None else t.dtype for t in (w1, b1, w2, b2, weight, scale, shift))
         return out3.view(x.shape)
 
     @staticmethod
     def backward(ctx, dout):
-        (x, pooled, h, z, logits, g, idx_c, w1, w2, m, conv, pre, s, idx_s, weight, scale) = ctx.saved_tensors
+        (x, pooled, h, z, logits, g, idx_c, w1, w2, maps, conv, pre, s, idx_s, weight, scale) = ctx.saved_tensors
         cpools, spools, act, gate, has_b1, has_b2 = ctx.cfg
+        m, idx_s = maps.to(weight.dtype), _unpack_index(idx_s)
+        conv = pre if conv is None else conv
         x3, dy3 = ncs(x), ncs(dout)
         n = x3.shape[0]
         gx = g.to(x.dtype)
