@@ -78,6 +78,13 @@ def _spatial_gate_backward(ds, m, conv, pre, s, weight, scale, gate, needs):
     return dmaps, dweight, dscale, dshift
 
 
+_GATES_FROM_OUTPUT = ("sigmoid", "tanh", "identity")  # derivative needs only gate(pre)
+
+
+def _pre_to_save(pre, gate):
+    return None if gate in _GATES_FROM_OUTPUT else pre
+
+
 def _pack_index(idx, size):
     """Channel argmax indices in one byte when C <= 256 (int64 again in backward)."""
     return idx.to(torch.uint8) if idx is not None and size <= 256 else idx
@@ -137,7 +144,8 @@ class SpatialGateFunction(Function):
         out3 = x3 * s.view(x3.shape[0], 1, -1).to(x.dtype)
         # the maps are kept in x's dtype (m is their upcast copy), conv only with an affine
         ctx.save_for_backward(
-            x, maps, None if scale is None else conv, pre, s, _pack_index(idx, x.shape[1]), wc, scale_c
+            x, maps, None if scale is None else conv, _pre_to_save(pre, gate), s,
+            _pack_index(idx, x.shape[1]), wc, scale_c,
         )
         ctx.cfg = (pools, gate)
         ctx.dts = (weight.dtype, None if scale is None else scale.dtype, None if shift is None else shift.dtype)
@@ -148,6 +156,7 @@ class SpatialGateFunction(Function):
         x, maps, conv, pre, s, idx, weight, scale = ctx.saved_tensors
         pools, gate = ctx.cfg
         m, idx = maps.to(weight.dtype), _unpack_index(idx)
+        pre = s if pre is None else pre  # unused by the gates that drop it
         conv = pre if conv is None else conv
         x3, dy3 = ncs(x), ncs(dout)
         n = x3.shape[0]
@@ -182,7 +191,7 @@ class CBAMFunction(Function):
         out3 = y3.mul_(s.view(n, 1, -1).to(x.dtype))
         ctx.save_for_backward(
             x, pooled, h, z, logits, g, idx_c, w1c, w2c, maps, None if scale is None else conv,
-            pre, s, _pack_index(idx_s, x.shape[1]), wc, scale_c,
+            _pre_to_save(pre, gate), s, _pack_index(idx_s, x.shape[1]), wc, scale_c,
         )
         ctx.cfg = (channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None)
         ctx.dts = tuple(None if t is None else t.dtype for t in (w1, b1, w2, b2, weight, scale, shift))
@@ -193,6 +202,7 @@ class CBAMFunction(Function):
         (x, pooled, h, z, logits, g, idx_c, w1, w2, maps, conv, pre, s, idx_s, weight, scale) = ctx.saved_tensors
         cpools, spools, act, gate, has_b1, has_b2 = ctx.cfg
         m, idx_s = maps.to(weight.dtype), _unpack_index(idx_s)
+        pre = s if pre is None else pre  # unused by the gates that drop it
         conv = pre if conv is None else conv
         x3, dy3 = ncs(x), ncs(dout)
         n = x3.shape[0]
