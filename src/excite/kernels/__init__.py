@@ -132,7 +132,7 @@ def channel_attention(
     pools = _check_pools(pools, name="pools")
     act, gate = _check_act(activation, name="activation"), _check_act(gate, name="gate")
     _check_mlp(x, w1, w2)
-    which = resolve_impl(impl, x)
+    which = resolve_impl(impl, x, kind="channel")
     if which == "triton":
         from . import triton_kernels
 

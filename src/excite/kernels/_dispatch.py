@@ -88,7 +88,14 @@ def observed(x: torch.Tensor) -> bool:
     return x.device.type == "meta" or _get_current_dispatch_mode() is not None
 
 
-def resolve_impl(impl: str | None, x: torch.Tensor, *, supported: bool = True) -> str:
+#: below this many elements the channel-only blocks (SE, M_c) run the reference path
+#: under "auto": the fused backward's gains are lost in call overhead (docs/benchmarks.md)
+CHANNEL_FUSED_MIN_NUMEL = 1 << 20
+
+
+def resolve_impl(
+    impl: str | None, x: torch.Tensor, *, supported: bool = True, kind: str = "spatial"
+) -> str:
     """The concrete implementation ("reference", "fused" or "triton") to run on ``x``.
 
     "auto" picks the reference path when the configuration has no fused form, while
@@ -101,6 +108,11 @@ def resolve_impl(impl: str | None, x: torch.Tensor, *, supported: bool = True) -
         x: the input (its device decides between Triton and the fused PyTorch path).
         supported: False when the module's configuration has no fused form (an
             activation given as a custom class, training-mode BatchNorm, ...).
+        kind: "channel" for the channel-only blocks (SE, CBAM's M_c), "spatial" for
+            blocks with the spatial module (M_s, CBAM). On CPU "auto" runs the fused
+            channel-only path only for float32/float64 inputs of at least
+            :data:`CHANNEL_FUSED_MIN_NUMEL` elements, where it measured faster; the
+            spatial blocks were faster fused at every benchmarked shape and dtype.
 
     Raises:
         ValueError: "fused"/"triton" was asked for a configuration or device that
@@ -112,10 +124,14 @@ def resolve_impl(impl: str | None, x: torch.Tensor, *, supported: bool = True) -
     if impl == "auto":
         if not supported or tracing() or observed(x):
             return "reference"
-        # Measured on CPU (docs/benchmarks.md): the fused autograd functions beat the
-        # reference at every benchmarked shape, forward and forward+backward.
         if x.is_cuda and triton_available():
             return "triton"
+        # Measured on CPU (docs/benchmarks.md): fused CBAM beats the reference at every
+        # benchmarked shape and dtype; fused SE only in float32 on large tensors.
+        if kind == "channel" and (
+            x.dtype in (torch.float16, torch.bfloat16) or x.numel() < CHANNEL_FUSED_MIN_NUMEL
+        ):
+            return "reference"
         return "fused"
     if not supported:
         raise ValueError(

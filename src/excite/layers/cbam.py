@@ -129,7 +129,9 @@ class ChannelAttention(nn.Module):
         """``x * gate(x)``, same shape and dtype as ``x``."""
         check_input(x, module="ChannelAttention", channels=self.channels)
         act, gate = self._fused_args()
-        which = kernels.resolve_impl(self.impl, x, supported=act is not None and gate is not None)
+        which = kernels.resolve_impl(
+            self.impl, x, supported=act is not None and gate is not None, kind="channel"
+        )
         if which == "reference":
             return x * self.gate(x)
         return kernels.channel_attention(

@@ -91,7 +91,9 @@ class SqueezeExcite(nn.Module):
         """``x * gate(x)``, same shape and dtype as ``x``."""
         check_input(x, module="SqueezeExcite", channels=self.channels)
         act, gate = activation_name(self.act), activation_name(self.gate_act)
-        which = kernels.resolve_impl(self.impl, x, supported=act is not None and gate is not None)
+        which = kernels.resolve_impl(
+            self.impl, x, supported=act is not None and gate is not None, kind="channel"
+        )
         if which == "reference":
             return x * self.gate(x)
         return kernels.squeeze_excite(
