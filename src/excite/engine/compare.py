@@ -110,7 +110,7 @@ def format_markdown(rows: Sequence[dict[str, Any]], title: str = "") -> str:
     lines = []
     for r in rows:
         std = f" ± {r['acc_std']:.4f}" if r["acc_std"] is not None else ""
-        gmacs = f"{r['gmacs']:.4f}" if r["gmacs"] is not None else "n/a"
+        gmacs = f"{r['gmacs']:.4g}" if r["gmacs"] is not None else "n/a"
         lines.append(
             f"| {r['attention']} | {r['acc_mean']:.4f}{std} | {_f(r['best_acc_mean'], 4)} | "
             f"{r['params']:,} | {gmacs} | {_f(r['samples_per_s'], 1)} | {_f(r['step_time_ms'], 1)} | "

@@ -208,7 +208,10 @@ class Trainer:
         check_model_fits(model, info, sample)
         self.num_classes = int(info.num_classes)
         self.input_shape = tuple(int(s) for s in sample.shape)
-        self.profile = profile_model(model, self.input_shape)
+        if ctx.is_main:  # only rank 0 reports it
+            self.profile = profile_model(model, self.input_shape)
+        else:
+            self.profile = {"params": sum(p.numel() for p in model.parameters()), "macs": None}
         if cfg.device == "cpu" or ctx.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.raw_model = model.to(ctx.device)
