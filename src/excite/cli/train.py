@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"validation accuracy: {summary['final_val_acc']:.4f} (best {best:.4f} at epoch "
         f"{summary['best_epoch']}; chance {summary['chance_acc']:.4f}) after "
-        f"{summary['epochs_done']} epochs in {summary['wall_time_s']:.1f}s; run dir {summary['run_dir']}"
+        f"{summary['epochs_done']} epoch{'' if summary['epochs_done'] == 1 else 's'} in "
+        f"{summary['wall_time_s']:.1f}s; run dir {summary['run_dir']}"
     )
     return 0

@@ -514,9 +514,11 @@ class Trainer:
             if self.ctx.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 ckpt.atomic_write_text(self.run_dir / "config.yaml", dump_yaml(self.config))
+            model_name = self.config.model if self._model is None else type(self._model).__name__
+            data_name = getattr(self.splits.info, "name", self.config.data)
             self.log(
-                f"training {self.config.model} + attention {self.config.attention} on "
-                f"{self.config.data} ({len(self.splits.train)} train / {len(self.splits.val)} val, "
+                f"training {model_name} + attention {self.config.attention} on "
+                f"{data_name} ({len(self.splits.train)} train / {len(self.splits.val)} val, "
                 f"{self.num_classes} classes, input {self.input_shape}) for {self.config.epochs} "
                 f"epochs on {self.ctx.device} x{self.ctx.world_size}; run dir {self.run_dir}"
             )
