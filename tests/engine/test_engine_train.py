@@ -117,6 +117,12 @@ def test_resume_can_extend_epochs(tmp_path: Path) -> None:
     assert summary["epochs_done"] == 2 and [r["epoch"] for r in _rows(tmp_path / "short")] == ["1", "2"]
 
 
+def test_resume_cannot_shrink_below_the_epochs_done(tmp_path: Path) -> None:
+    _fit(tmp_path, "done", config={"epochs": 2})
+    with pytest.raises(ValueError, match="epochs must be at least 2 .* got 1"):
+        _fit(tmp_path, "done", config={"epochs": 1}, resume=True)
+
+
 def test_resume_without_state_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ExciteError, match="no resumable training state"):

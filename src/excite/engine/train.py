@@ -304,6 +304,12 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.epoch = int(state["epoch"])
         self.step_in_epoch = int(state["step_in_epoch"])
+        needed = self.epoch + (1 if self.step_in_epoch else 0)
+        if self.config.epochs < needed:
+            raise ValueError(
+                f"epochs must be at least {needed} to resume {self.run_dir} (it has reached epoch "
+                f"{needed}), got {self.config.epochs}"
+            )
         self.global_step = int(state["global_step"])
         self.history = list(state.get("history", []))
         self.best_acc = float(state.get("best_acc", -1.0))
