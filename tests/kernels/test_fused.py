@@ -345,3 +345,20 @@ def test_compile_dynamic_shapes_inductor():
     ins = [x, p["w1"], p["b1"], p["w2"], p["b2"], p["w"]]
     for a, b in zip(_grads(out, ins, dy), _grads(ref, ins, dy)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["se", "cam", "sam", "cbam"])
+def test_weight_grads_without_input_grad_and_inference(kind):
+    """x without requires_grad (the max pools then skip their indices where the weight
+    gradients do not need them), and a no-grad forward, still match the equations."""
+    x = torch.randn(SHAPES[2], dtype=torch.float64)
+    p = _params(8, 2, torch.float64)
+    cp = ("avg",) if kind == "se" else ("avg", "max")
+    out, ins = _run(kind, cp, ("avg", "max"), x, p, "fused", True)
+    ref = _equation(kind, cp, ("avg", "max"), x, p, True)
+    torch.testing.assert_close(out, ref)
+    dy = torch.randn_like(out)
+    for a, b in zip(_grads(out, ins[1:], dy), _grads(ref, ins[1:], dy)):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(_run(kind, cp, ("avg", "max"), x, p, "fused", True)[0], ref)

@@ -105,7 +105,7 @@ class ChannelGateFunction(Function):
     def forward(ctx, x, w1, b1, w2, b2, pools, act, gate):
         x3 = ncs(x)
         cdt = _cdt(x)
-        pooled, idx = global_pools(x3, pools)
+        pooled, idx = global_pools(x3, pools, ctx.needs_input_grad[0])
         pooled = pooled.to(cdt)
         w1c, w2c = w1.to(cdt), w2.to(cdt)
         h, z, logits, g = mlp_forward(pooled, w1c, _up(b1, cdt), w2c, _up(b2, cdt), act, gate)
@@ -124,10 +124,13 @@ class ChannelGateFunction(Function):
         dpooled, dw1, db1, dw2, db2 = mlp_backward(
             dg, pooled, w1, w2, h, z, logits, g, act, gate, (has_b1, has_b2)
         )
-        dx3 = unpool_global(dy3, dpooled, idx, pools, g.to(x.dtype).unsqueeze(-1))
+        dx3 = None
+        if ctx.needs_input_grad[0]:
+            dx3 = unpool_global(dy3, dpooled, idx, pools, g.to(x.dtype).unsqueeze(-1))
         d1, d2 = ctx.wdt
         return (
-            dx3.view(x.shape), dw1.to(d1), _to(db1, d1), dw2.to(d2), _to(db2, d2), None, None, None
+            None if dx3 is None else dx3.view(x.shape),
+            dw1.to(d1), _to(db1, d1), dw2.to(d2), _to(db2, d2), None, None, None,
         )
 
 
@@ -138,7 +141,7 @@ class SpatialGateFunction(Function):
     def forward(ctx, x, weight, scale, shift, pools, gate):
         x3 = ncs(x)
         cdt = _cdt(x)
-        maps, idx = channel_pools(x, pools)
+        maps, idx = channel_pools(x, pools, ctx.needs_input_grad[0])
         wc, scale_c = weight.to(cdt), _up(scale, cdt)
         m, conv, pre, s = _spatial_gate_forward(maps, wc, scale_c, _up(shift, cdt), gate)
         out3 = x3 * s.view(x3.shape[0], 1, -1).to(x.dtype)
@@ -167,9 +170,11 @@ class SpatialGateFunction(Function):
             ds.view(s.shape), m, conv, pre, s, weight, scale, gate, needs
         )
         s3 = s.view(n, 1, -1).to(x.dtype)
-        dx3 = unpool_channel(t, dy3, s3, dmaps.reshape(n, len(pools), -1), idx, pools)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            dx = unpool_channel(t, dy3, s3, dmaps.reshape(n, len(pools), -1), idx, pools).view(x.shape)
         dw, dsc, dsh = ctx.dts
-        return dx3.view(x.shape), _to(dweight, dw), _to(dscale, dsc), _to(dshift, dsh), None, None
+        return dx, _to(dweight, dw), _to(dscale, dsc), _to(dshift, dsh), None, None
 
 
 class CBAMFunction(Function):
@@ -180,12 +185,12 @@ class CBAMFunction(Function):
         x3 = ncs(x)
         n = x3.shape[0]
         cdt = _cdt(x)
-        pooled, idx_c = global_pools(x3, channel_pools_)
+        pooled, idx_c = global_pools(x3, channel_pools_, ctx.needs_input_grad[0])
         pooled = pooled.to(cdt)
         w1c, w2c = w1.to(cdt), w2.to(cdt)
         h, z, logits, g = mlp_forward(pooled, w1c, _up(b1, cdt), w2c, _up(b2, cdt), act, gate)
         y3 = x3 * g.to(x.dtype).unsqueeze(-1)  # F', a temporary: not saved
-        maps, idx_s = channel_pools(y3.view(x.shape), spatial_pools)
+        maps, idx_s = channel_pools(y3.view(x.shape), spatial_pools, any(ctx.needs_input_grad[:5]))
         wc, scale_c = weight.to(cdt), _up(scale, cdt)
         m, conv, pre, s = _spatial_gate_forward(maps, wc, scale_c, _up(shift, cdt), gate)
         out3 = y3.mul_(s.view(n, 1, -1).to(x.dtype))
@@ -215,11 +220,14 @@ class CBAMFunction(Function):
             ds.view(s.shape), m, conv, pre, s, weight, scale, gate, needs
         )
         s3 = s.view(n, 1, -1).to(x.dtype)
-        dy1 = unpool_channel(t, dy3, s3, dmaps.reshape(n, len(spools), -1), idx_s, spools)  # dF'
-        dg = batched_dot_spatial(dy1, x3).to(g.dtype)
-        dpooled, dw1, db1, dw2, db2 = mlp_backward(
-            dg, pooled, w1, w2, h, z, logits, g, act, gate, (has_b1, has_b2)
-        )
-        dx3 = unpool_global(dy1, dpooled, idx_c, cpools, gx.unsqueeze(-1), out=dy1)
+        dx = dw1 = db1 = dw2 = db2 = None
+        if any(ctx.needs_input_grad[:5]):
+            dy1 = unpool_channel(t, dy3, s3, dmaps.reshape(n, len(spools), -1), idx_s, spools)  # dF'
+            dg = batched_dot_spatial(dy1, x3).to(g.dtype)
+            dpooled, dw1, db1, dw2, db2 = mlp_backward(
+                dg, pooled, w1, w2, h, z, logits, g, act, gate, (has_b1, has_b2)
+            )
+            if ctx.needs_input_grad[0]:
+                dx = unpool_global(dy1, dpooled, idx_c, cpools, gx.unsqueeze(-1), out=dy1).view(x.shape)
         grads = [_to(t, dt) for t, dt in zip((dw1, db1, dw2, db2, dweight, dscale, dshift), ctx.dts)]
-        return (dx3.view(x.shape), *grads, None, None, None, None)
+        return (dx, *grads, None, None, None, None)
