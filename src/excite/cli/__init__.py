@@ -17,7 +17,9 @@ import importlib
 import os
 import pkgutil
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 # OpenMP threads that spin while they wait make CPU training many times slower when the
 # cores are shared with other processes (measured in docs/training.md); let waiting threads
@@ -45,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Print warnings (e.g. a skipped data file) as ``excite CMD: warning: ...`` lines."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        print(f"excite {command}: warning: {message}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():  # restores the previous handler on exit
+        warnings.showwarning = show_warning
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -53,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(func(args) or 0)
+        with _one_line_warnings(args.command):
+            return int(func(args) or 0)
     except (ExciteError, ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         if os.environ.get("EXCITE_DEBUG"):
             raise

@@ -42,6 +42,8 @@ def add_training_arguments(p: argparse.ArgumentParser, *, with_attention: bool =
                    help="dataset option, repeatable (e.g. --data-option train_size=256)")
     p.add_argument("--model-option", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="extra create_model keyword, repeatable")
+    p.add_argument("--strict", action="store_const", const=True,
+                   help="stop at the first unreadable data file (default: skip it and count)")
     p.add_argument("--val-fraction", type=float, help="validation share when the data has no test split")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on a seeded random subset of N samples")
     p.add_argument("--val-subset", type=int, metavar="N", help="validate on a seeded random subset of N samples")

@@ -54,6 +54,7 @@ def build_splits(config: TrainConfig) -> Splits:
         data_dir=config.data_dir,
         val_fraction=config.val_fraction,
         seed=config.seed,
+        strict=config.strict,
         **config.data_options,
     )
     return Splits(

@@ -56,6 +56,7 @@ class TrainConfig:
         data_dir: folder for file-backed datasets.
         data_options: extra keyword options for the dataset.
         val_fraction: validation share for datasets without a test split.
+        strict: stop at the first unreadable data file instead of skipping it.
         train_subset / val_subset: use a seeded random subset of that many samples.
         model_kwargs / attention_kwargs: extra keyword arguments for the model.
         out: parent folder of run directories.
@@ -85,6 +86,7 @@ class TrainConfig:
     data_dir: str | None = None
     data_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     val_fraction: float = 0.2
+    strict: bool = False
     train_subset: int | None = None
     val_subset: int | None = None
     model_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -112,6 +114,8 @@ class TrainConfig:
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{key} must be a number >= 0, got {value!r}")
+        if not isinstance(self.strict, bool):
+            raise ValueError(f"strict must be true or false, got {self.strict!r}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
