@@ -4,13 +4,16 @@
 
 One process, interleaved: each repeat runs one SGD step (forward, cross-entropy,
 backward, update) of every variant - no attention, SE and CBAM, each with the
-modules' reference path and the fused path (``impl=``) - and reports the median step
+modules' reference path, the fused path and, for SE, "auto" (the default, which
+picks per block by size; for CBAM "auto" is the fused path) - and reports the median step
 time and the overhead over the model without attention.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
 import statistics
 import time
 
@@ -30,10 +33,16 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args(argv)
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, repeats={args.repeats}")
+    print(
+        f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, repeats={args.repeats}, load average {_load()}"
+    )
     print("| model | input | attention | impl | median step s | overhead vs none | min step s | overhead (min) |")
     print("|---|---|---|---|---|---|---|---|")
-    variants = [(None, "reference"), ("se", "reference"), ("se", "fused"), ("cbam", "reference"), ("cbam", "fused")]
+    variants = [
+        (None, "reference"), ("se", "reference"), ("se", "fused"), ("se", "auto"),
+        ("cbam", "reference"), ("cbam", "fused"),
+    ]
     for name in args.models:
         shape = CASES[name]
         torch.manual_seed(0)
@@ -77,7 +86,15 @@ def main(argv=None) -> int:
                 f"{(low[(attention, impl)] / base_low - 1) * 100:+.1f}% |",
                 flush=True,
             )
+    print(f"# done {datetime.datetime.now(datetime.timezone.utc):%H:%M} UTC, load average {_load()}")
     return 0
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:  # not available on this platform
+        return "n/a"
 
 
 if __name__ == "__main__":

@@ -98,6 +98,22 @@ def _to(t, dtype):
     return None if t is None or dtype is None else t.to(dtype)
 
 
+def _maps_grad_dot(x3, dmaps3, idx, pools):
+    """sum_s x[n, c, s] * (d maps / dF')[n, c, s] -> (N, C) in dmaps' dtype, without a
+    full-size temporary: the mean map's part is a matrix-vector product, the max map's
+    part gathers x at the argmax channel and scatter-adds it back per channel."""
+    n, c = x3.shape[0], x3.shape[1]
+    out = torch.zeros(n, c, dtype=dmaps3.dtype, device=x3.device)
+    for i, pool in enumerate(pools):
+        dm = dmaps3[:, i : i + 1]  # (N, 1, S)
+        if pool == "avg":
+            out += torch.bmm(x3, dm.transpose(1, 2).to(x3.dtype)).squeeze(-1).to(out.dtype) / c
+        else:
+            xs = x3.gather(1, idx.unsqueeze(1)).to(dm.dtype)  # x at the argmax channel
+            out.scatter_add_(1, idx, (xs * dm).squeeze(1))
+    return out
+
+
 class ChannelGateFunction(Function):
     """y = x * gate(sum_p MLP(pool_p(x))): SE (pools=("avg",)) and CBAM's M_c."""
 
@@ -120,13 +136,21 @@ class ChannelGateFunction(Function):
         x, pooled, h, z, logits, g, idx, w1, w2 = ctx.saved_tensors
         pools, act, gate, has_b1, has_b2 = ctx.cfg
         x3, dy3 = ncs(x), ncs(dout)
-        dg = batched_dot_spatial(dy3, x3).to(g.dtype)
+        t = None
+        if ctx.needs_input_grad[0]:
+            # dx's buffer first holds dy * x: its sum over S (a fast contiguous reduction)
+            # is dL/ds, then dx = dy * s + d(pools) overwrites it in place. Measured
+            # faster than the batched dot (bmm) + a fresh dx (docs/benchmarks.md).
+            t = dy3 * x3
+            dg = t.sum(2, dtype=g.dtype)
+        else:
+            dg = batched_dot_spatial(dy3, x3).to(g.dtype)
         dpooled, dw1, db1, dw2, db2 = mlp_backward(
             dg, pooled, w1, w2, h, z, logits, g, act, gate, (has_b1, has_b2)
         )
         dx3 = None
-        if ctx.needs_input_grad[0]:
-            dx3 = unpool_global(dy3, dpooled, idx, pools, g.to(x.dtype).unsqueeze(-1))
+        if t is not None:
+            dx3 = unpool_global(dy3, dpooled, idx, pools, g.to(x.dtype).unsqueeze(-1), out=t)
         d1, d2 = ctx.wdt
         return (
             None if dx3 is None else dx3.view(x.shape),
@@ -212,22 +236,28 @@ class CBAMFunction(Function):
         x3, dy3 = ncs(x), ncs(dout)
         n = x3.shape[0]
         gx = g.to(x.dtype)
+        s3 = s.view(n, 1, -1).to(x.dtype)
         # dM_s = sum_c dy * F' = sum_c (dy * x) * M_c  (a batched matrix-vector product)
         t = dy3 * x3
         ds = torch.bmm(gx.unsqueeze(1), t).to(s.dtype)  # (N, 1, S)
+        need_mc = any(ctx.needs_input_grad[:5])
+        if need_mc:
+            # dM_c = sum_s dF' * x with dF' = dy * M_s + d(maps)/dF': the dy part is one more
+            # matrix-vector product of the same temporary (cheaper than a pass over dF' and x)
+            dg = torch.bmm(t, s3.transpose(1, 2)).squeeze(-1).to(g.dtype)  # (N, C)
         needs = (ctx.needs_input_grad[6], ctx.needs_input_grad[7], ctx.needs_input_grad[5])
         dmaps, dweight, dscale, dshift = _spatial_gate_backward(
             ds.view(s.shape), m, conv, pre, s, weight, scale, gate, needs
         )
-        s3 = s.view(n, 1, -1).to(x.dtype)
+        dmaps3 = dmaps.reshape(n, len(spools), -1)
         dx = dw1 = db1 = dw2 = db2 = None
-        if any(ctx.needs_input_grad[:5]):
-            dy1 = unpool_channel(t, dy3, s3, dmaps.reshape(n, len(spools), -1), idx_s, spools)  # dF'
-            dg = batched_dot_spatial(dy1, x3).to(g.dtype)
+        if need_mc:
+            dg = dg + _maps_grad_dot(x3, dmaps3, idx_s, spools)
             dpooled, dw1, db1, dw2, db2 = mlp_backward(
                 dg, pooled, w1, w2, h, z, logits, g, act, gate, (has_b1, has_b2)
             )
             if ctx.needs_input_grad[0]:
+                dy1 = unpool_channel(t, dy3, s3, dmaps3, idx_s, spools)  # dF'
                 dx = unpool_global(dy1, dpooled, idx_c, cpools, gx.unsqueeze(-1), out=dy1).view(x.shape)
         grads = [_to(t, dt) for t, dt in zip((dw1, db1, dw2, db2, dweight, dscale, dshift), ctx.dts)]
         return (dx, *grads, None, None, None, None)
