@@ -14,7 +14,9 @@ both rates measured in the same run.
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
+import os
 import statistics
 import sys
 import time
@@ -147,7 +149,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, repeats={args.repeats}")
+    print(
+        f"# {_now()} UTC, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"repeats={args.repeats}, load average {_load()}"
+    )
     print(
         "| module | shape | dtype | floor ms | variant | fwd ms | fwd/floor | fwd+bwd ms | "
         "speed-up fwd+bwd vs textbook | saved for bwd / input |"
@@ -175,7 +180,19 @@ def main(argv=None) -> int:
                     flush=True,
                 )
                 sys.stdout.flush()
+    print(f"# done {_now()} UTC, load average {_load()}")
     return 0
+
+
+def _now() -> str:
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:  # not available on this platform
+        return "n/a"
 
 
 if __name__ == "__main__":
