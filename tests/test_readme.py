@@ -31,3 +31,16 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_constraints_pin_torch() -> None:
     pins = (ROOT / "constraints.txt").read_text()
     assert re.search(r"^torch==\d+\.\d+\.\d+$", pins, re.M)
+
+
+def test_readme_python_example_runs() -> None:
+    """The quick example runs as written and its commented shapes are right."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "README must have a Python example"
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["y"].shape == (8, 64, 56, 56)
+    clip = namespace["clip"]
+    assert namespace["sam"].gate(clip).shape == (2, 1, 8, 28, 28)
+    assert namespace["logits"].shape == (2, 10)
