@@ -14,15 +14,14 @@ both rates measured in the same run.
 from __future__ import annotations
 
 import argparse
-import datetime
-import math
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
 import torch
+
+from ._stamp import load_average, now
 
 from excite import kernels
 
@@ -150,8 +149,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(
-        f"# {_now()} UTC, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"repeats={args.repeats}, load average {_load()}"
+        f"# {now()} UTC, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"repeats={args.repeats}, load average {load_average()}"
     )
     print(
         "| module | shape | dtype | floor ms | variant | fwd ms | fwd/floor | fwd+bwd ms | "
@@ -180,19 +179,10 @@ def main(argv=None) -> int:
                     flush=True,
                 )
                 sys.stdout.flush()
-    print(f"# done {_now()} UTC, load average {_load()}")
+    print(f"# done {now()} UTC, load average {load_average()}")
     return 0
 
 
-def _now() -> str:
-    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}"
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:  # not available on this platform
-        return "n/a"
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ time and the overhead over the model without attention.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import statistics
 import time
 
 import torch
+
+from ._stamp import load_average, now
 
 import excite
 
@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args(argv)
     print(
-        f"# {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, repeats={args.repeats}, load average {_load()}"
+        f"# {now()} UTC, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, repeats={args.repeats}, load average {load_average()}"
     )
     print("| model | input | attention | impl | median step s | overhead vs none | min step s | overhead (min) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -86,15 +86,9 @@ def main(argv=None) -> int:
                 f"{(low[(attention, impl)] / base_low - 1) * 100:+.1f}% |",
                 flush=True,
             )
-    print(f"# done {datetime.datetime.now(datetime.timezone.utc):%H:%M} UTC, load average {_load()}")
+    print(f"# done {now()} UTC, load average {load_average()}")
     return 0
 
-
-def _load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:  # not available on this platform
-        return "n/a"
 
 
 if __name__ == "__main__":

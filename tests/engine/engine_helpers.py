@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from excite.data import DatasetInfo
 from excite.engine import Splits
-
-
-@dataclasses.dataclass
-class Info:
-    name: str
-    num_classes: int
-    in_channels: int
-    spatial_dims: int
-    sample_shape: tuple[int, ...]
-    class_names: tuple[str, ...]
-    description: str = "test data"
 
 
 class BlobDataset(Dataset):
@@ -41,7 +29,8 @@ class BlobDataset(Dataset):
 
 
 def blob_splits(n_train: int = 64, n_val: int = 32, num_classes: int = 4) -> Splits:
-    info = Info("blobs", num_classes, 1, 2, (1, 8, 8), tuple(f"c{i}" for i in range(num_classes)))
+    info = DatasetInfo("blobs", num_classes, 1, 2, (1, 8, 8),
+                       tuple(f"c{i}" for i in range(num_classes)), "test data")
     return Splits(BlobDataset(n_train, num_classes, 0), BlobDataset(n_val, num_classes, 1), info)
 
 

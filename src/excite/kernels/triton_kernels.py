@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 from torch.autograd import Function
 
-from ._ops import act_backward, act_forward, mlp_backward, mlp_forward, ncs
+from ._ops import mlp_backward, mlp_forward, ncs
 from .fused import _spatial_gate_backward, _spatial_gate_forward, _to
 
 _BLOCK = 128
