@@ -54,19 +54,24 @@ def _run(m, x, dy):
     return out, grads
 
 
+def _assert_fused_matches_reference(m: nn.Module, x: torch.Tensor) -> None:
+    """Output and gradients (input and every parameter) of impl="fused" equal "reference"."""
+    dy = torch.randn_like(x)
+    _set_impl(m, "reference")
+    ref, ref_grads = _run(m, x, dy)
+    _set_impl(m, "fused")
+    out, grads = _run(m, x, dy)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("d", [1, 2, 3])
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_fused_equals_reference(name, d):
     m = _randomise(BUILDERS[name](d))
     x = torch.randn(2, C, *SPATIAL[d], requires_grad=True)
-    dy = torch.randn_like(x)
-    _set_impl(m, "reference")
-    ref, rgrads = _run(m, x, dy)
-    _set_impl(m, "fused")
-    out, grads = _run(m, x, dy)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-    for a, b in zip(grads, rgrads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    _assert_fused_matches_reference(m, x)
 
 
 def test_fused_runs_by_default(monkeypatch):
@@ -123,14 +128,7 @@ def test_channels_last_module(d):
     fmt = torch.channels_last if d == 2 else torch.channels_last_3d
     m = CBAM(C, spatial_dims=d, reduction=4, kernel_size=3)
     x = torch.randn(2, C, *SPATIAL[d]).contiguous(memory_format=fmt).requires_grad_()
-    dy = torch.randn_like(x)
-    _set_impl(m, "reference")
-    ref, rg = _run(m, x, dy)
-    _set_impl(m, "fused")
-    out, g = _run(m, x, dy)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
-    for a, b in zip(g, rg):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    _assert_fused_matches_reference(m, x)
 
 
 @pytest.mark.parametrize("name,d", [("cbam", 3), ("cbam_official_eval", 2), ("se", 2), ("cam", 3)])
