@@ -165,6 +165,49 @@ class _ClipMaker:
         return torch.from_numpy(clip).unsqueeze(0), label
 
 
+def _resolve_classes(option: Option, classes: tuple[str, ...], num_classes: int | None) -> tuple[str, ...]:
+    """``classes``, or the first ``num_classes`` of the default list (its alias)."""
+    if num_classes is None:
+        return classes
+    if classes != option.default:
+        raise ValueError("give either 'classes' or its alias 'num_classes', not both")
+    return option.kind("num_classes", num_classes)
+
+
+def _default_val_size(val_size: int | None, train_size: int, val_fraction: float, num_classes: int) -> int:
+    """``val_size``, or the size that makes it ``val_fraction`` of all samples (>= one per class)."""
+    if val_size is not None:
+        return val_size
+    return max(num_classes, int(round(train_size * val_fraction / (1.0 - val_fraction))))
+
+
+def _generated_splits(
+    spec: DatasetSpec,
+    classes: tuple[str, ...],
+    sample_shape: tuple[int, ...],
+    train_size: int,
+    val_size: int,
+    maker: Callable[[int], Callable[[int], tuple[torch.Tensor, int]]],
+    *,
+    cache: bool,
+) -> DataSplits:
+    """Train/val splits of a generated 3D dataset: sample i of a split is ``maker(split)(i)``."""
+    info = DatasetInfo(
+        name=spec.name,
+        num_classes=len(classes),
+        in_channels=sample_shape[0],
+        spatial_dims=len(sample_shape) - 1,
+        sample_shape=sample_shape,
+        class_names=tuple(classes),
+        description=spec.description,
+    )
+    return DataSplits(
+        train=IndexedDataset(train_size, maker(_TRAIN), cache=cache),
+        val=IndexedDataset(val_size, maker(_VAL), cache=cache),
+        info=info,
+    )
+
+
 def build_moving_shapes(
     *,
     data_dir: Path | None,
@@ -186,12 +229,8 @@ def build_moving_shapes(
 ) -> DataSplits:
     """Build moving-shapes (see the module docstring and docs/data.md)."""
     del data_dir, strict  # no files
-    if num_classes is not None:
-        if classes != MOVING_SHAPES_OPTIONS["classes"].default:
-            raise ValueError("give either 'classes' or its alias 'num_classes', not both")
-        classes = MOVING_SHAPES_OPTIONS["classes"].kind("num_classes", num_classes)
-    if val_size is None:
-        val_size = max(len(classes), int(round(train_size * val_fraction / (1.0 - val_fraction))))
+    classes = _resolve_classes(MOVING_SHAPES_OPTIONS["classes"], classes, num_classes)
+    val_size = _default_val_size(val_size, train_size, val_fraction, len(classes))
     if radius[1] * 2 >= min(size):
         raise ValueError(f"option 'radius' {radius} is too large for frames of size {size}")
     params = dict(
@@ -208,19 +247,8 @@ def build_moving_shapes(
     def maker(split: int) -> _ClipMaker:
         return _ClipMaker(seed=seed, split=split, num_classes=len(classes), params=params)
 
-    info = DatasetInfo(
-        name="moving-shapes",
-        num_classes=len(classes),
-        in_channels=1,
-        spatial_dims=3,
-        sample_shape=(1, frames, *size),
-        class_names=tuple(classes),
-        description=MOVING_SHAPES.description,
-    )
-    return DataSplits(
-        train=IndexedDataset(train_size, maker(_TRAIN), cache=cache),
-        val=IndexedDataset(val_size, maker(_VAL), cache=cache),
-        info=info,
+    return _generated_splits(
+        MOVING_SHAPES, classes, (1, frames, *size), train_size, val_size, maker, cache=cache
     )
 
 
@@ -357,31 +385,16 @@ def build_shapes3d(
 ) -> DataSplits:
     """Build shapes3d (see the module docstring and docs/data.md)."""
     del data_dir, strict
-    if num_classes is not None:
-        if classes != SHAPES3D_OPTIONS["classes"].default:
-            raise ValueError("give either 'classes' or its alias 'num_classes', not both")
-        classes = SHAPES3D_OPTIONS["classes"].kind("num_classes", num_classes)
+    classes = _resolve_classes(SHAPES3D_OPTIONS["classes"], classes, num_classes)
     if radius[1] > 1.0:
         raise ValueError(f"option 'radius' is a fraction of half the smallest side, at most 1, got {radius}")
-    if val_size is None:
-        val_size = max(len(classes), int(round(train_size * val_fraction / (1.0 - val_fraction))))
+    val_size = _default_val_size(val_size, train_size, val_fraction, len(classes))
 
     def maker(split: int) -> _VolumeMaker:
         return _VolumeMaker(seed=seed, split=split, classes=classes, size=size, radius=radius, noise=noise)
 
-    info = DatasetInfo(
-        name="shapes3d",
-        num_classes=len(classes),
-        in_channels=1,
-        spatial_dims=3,
-        sample_shape=(1, *size),
-        class_names=tuple(classes),
-        description=SHAPES3D.description,
-    )
-    return DataSplits(
-        train=IndexedDataset(train_size, maker(_TRAIN), cache=cache),
-        val=IndexedDataset(val_size, maker(_VAL), cache=cache),
-        info=info,
+    return _generated_splits(
+        SHAPES3D, classes, (1, *size), train_size, val_size, maker, cache=cache
     )
 
 
