@@ -23,7 +23,6 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     ("values", "match"),
     [
         ({"epochs": 0}, "epochs must be an int >= 1, got 0"),
-        ({"batch_size": 2.5}, "batch_size must be an int >= 1"),
         ({"lr": -1}, "lr must be a number > 0"),
         ({"optimizer": "adam"}, "optimizer must be one of sgd, adamw; got 'adam'"),
         ({"schedule": "linear"}, "schedule must be one of"),
@@ -37,6 +36,11 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
 def test_bad_values_name_the_field(values: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         TrainConfig.from_dict(values)
+
+
+def test_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="batch_size must be an int >= 1, got 2.5"):
+        TrainConfig.from_dict({"batch_size": 2.5})
 
 
 def test_attention_none_spellings() -> None:

@@ -17,7 +17,7 @@ from excite.layers import (
     SqueezeExcite,
     create_attention,
 )
-from excite.layers._rank import global_avg_pool, stable_mean
+from excite.layers.rank import global_avg_pool, stable_mean
 
 RANKS = (1, 2, 3)
 SPATIAL = {1: (9,), 2: (5, 6), 3: (3, 4, 5)}

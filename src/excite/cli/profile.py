@@ -84,6 +84,7 @@ def parse_input(text: str) -> tuple[int, ...]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from excite.layers import attention_factory
     from excite.models import create_model, list_models, model_info
     from excite.profiling import profile
 
@@ -118,11 +119,14 @@ def run(args: argparse.Namespace) -> int:
         in_channels = 3
         rank = info.default_spatial_dims if spatial_dims is None else spatial_dims
         shape = (args.batch_size, in_channels, *info.input_size.get(rank, ()))
+    # one object for "which attention": the flag, or the model's own default (X3D's SE)
+    attention = attention_factory(
+        info.default_attention if args.attention is None else args.attention, **attention_kwargs
+    )
     with torch.device("meta"):
         model = create_model(
             args.name,
-            attention=args.attention,
-            attention_kwargs=attention_kwargs or None,
+            attention=attention,
             num_classes=num_classes,
             in_channels=in_channels,
             spatial_dims=spatial_dims,
@@ -134,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         data = result.to_dict(per_layer=args.per_layer)
         data["model"] = args.name
-        data["attention"] = args.attention
-        data["attention_kwargs"] = attention_kwargs
+        data["attention"] = attention.name
+        data["attention_kwargs"] = attention.options
         data["model_kwargs"] = kwargs
         data["num_classes"] = num_classes
         print(json.dumps(data, indent=2))

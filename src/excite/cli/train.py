@@ -42,6 +42,8 @@ def add_training_arguments(p: argparse.ArgumentParser, *, with_attention: bool =
                    help="dataset option, repeatable (e.g. --data-option train_size=256)")
     p.add_argument("--model-option", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="extra create_model keyword, repeatable")
+    p.add_argument("--attention-option", action="append", type=_key_value, metavar="KEY=VALUE",
+                   help="attention module option, repeatable (e.g. --attention-option variant=official)")
     p.add_argument("--strict", action="store_const", const=True,
                    help="stop at the first unreadable data file (default: skip it and count)")
     p.add_argument("--val-fraction", type=float, help="validation share when the data has no test split")
@@ -66,7 +68,7 @@ def add_training_arguments(p: argparse.ArgumentParser, *, with_attention: bool =
     p.add_argument("--quiet", action="store_const", const=True, help="plain log lines, no progress bars")
 
 
-_NOT_CONFIG = {"config", "data_option", "model_option", "resume", "func", "command", "attention_list",
+_NOT_CONFIG = {"config", "data_option", "model_option", "attention_option", "resume", "func", "command", "attention_list",
                "seeds", "name"}
 
 
@@ -77,6 +79,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         values["data_options"] = dict(args.data_option)
     if getattr(args, "model_option", None):
         values["model_kwargs"] = dict(args.model_option)
+    if getattr(args, "attention_option", None):
+        values["attention_kwargs"] = dict(args.attention_option)
     if getattr(args, "name", None) is not None:
         values["name"] = args.name
     return values
@@ -90,7 +94,7 @@ def build_config(args: argparse.Namespace, *, defaults: dict[str, Any] | None = 
     if args.config:
         values.update({k.replace("-", "_"): v for k, v in load_yaml(args.config).items()})
     cli = overrides_from_args(args)
-    for key in ("data_options", "model_kwargs"):  # merge option maps key by key
+    for key in ("data_options", "model_kwargs", "attention_kwargs"):  # merge option maps key by key
         if key in cli and isinstance(values.get(key), dict):
             cli[key] = {**values[key], **cli[key]}
     values.update(cli)

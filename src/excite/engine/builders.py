@@ -15,7 +15,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from excite.data import list_datasets, load_splits
 from excite.engine.config import TrainConfig
+from excite.models import create_model, list_models
+from excite.profiling import profile
 
 
 @dataclasses.dataclass
@@ -28,27 +31,18 @@ class Splits:
 
 
 def check_names(config: TrainConfig) -> None:
-    """Raise ``ValueError`` for an unknown model, attention or dataset name."""
-    import excite
-    from excite.data import list_datasets
-
+    """Raise ``ValueError`` for an unknown model or dataset name (the attention name and
+    options were resolved when the config was built)."""
     datasets = list(list_datasets())
     if config.data not in datasets:
         raise ValueError(f"unknown dataset {config.data!r}; valid datasets: {', '.join(datasets)}")
-    models = list(excite.list_models())
+    models = list(list_models())
     if config.model not in models:
         raise ValueError(f"unknown model {config.model!r}; valid models: {', '.join(models)}")
-    attentions = ["none", *excite.list_attention()]
-    if config.attention not in attentions:
-        raise ValueError(
-            f"unknown attention {config.attention!r}; valid attention names: {', '.join(attentions)}"
-        )
 
 
 def build_splits(config: TrainConfig) -> Splits:
     """Load the configured dataset and apply ``train_subset`` / ``val_subset``."""
-    from excite.data import load_splits
-
     splits = load_splits(
         config.data,
         data_dir=config.data_dir,
@@ -76,22 +70,14 @@ def subset(dataset: Dataset, size: int | None, *, seed: int) -> Dataset:
 
 def build_model(config: TrainConfig, info: Any) -> nn.Module:
     """Create the configured model for a dataset (classes, channels and rank from ``info``)."""
-    import excite
-
     spatial_dims = config.spatial_dims if config.spatial_dims is not None else info.spatial_dims
-    attention = None if config.attention == "none" else config.attention
     kwargs: dict[str, Any] = {
         "num_classes": info.num_classes,
         "in_channels": info.in_channels,
         "spatial_dims": spatial_dims,
     }
     kwargs.update(config.model_kwargs)  # explicit model options win (checked against the data later)
-    return excite.create_model(
-        config.model,
-        attention=attention,
-        attention_kwargs=dict(config.attention_kwargs) or None,
-        **kwargs,
-    )
+    return create_model(config.model, attention=config.attention_factory(), **kwargs)
 
 
 def check_model_fits(model: nn.Module, info: Any, sample: torch.Tensor | None = None) -> None:
@@ -146,13 +132,11 @@ def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, A
     params = sum(p.numel() for p in model.parameters())
     macs = None
     try:
-        import excite
-
         probe = copy.deepcopy(model).cpu().eval()
         rng = torch.get_rng_state()
         try:
             with torch.no_grad():
-                result = excite.profile(probe, (2, *input_shape))
+                result = profile(probe, (2, *input_shape))
         finally:
             torch.set_rng_state(rng)
         macs = int(result.macs) // 2

@@ -18,7 +18,7 @@ from typing import Any
 
 from excite.engine import reports
 from excite.engine.builders import build_splits, check_names
-from excite.engine.config import TrainConfig, load_yaml
+from excite.engine.config import TrainConfig, canonical_attention, load_yaml
 from excite.engine.train import fit
 
 CSV_COLUMNS = (
@@ -35,8 +35,8 @@ def run_compare(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[in
     if len(set(attentions)) != len(attentions):
         raise ValueError(f"attention list has duplicates: {','.join(attentions)}")
     out = Path(out)
-    for attention in attentions:  # fail on a bad name before any training
-        check_names(dataclasses.replace(base, attention=attention))
+    for attention in attentions:  # fail on a bad name or option before any training
+        check_names(_variant(base, attention))
     summaries: dict[str, list[dict[str, Any]]] = {a: [] for a in attentions}
     total = len(attentions) * len(seeds)
     done = 0
@@ -45,7 +45,7 @@ def run_compare(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[in
         for attention in attentions:
             done += 1
             name = f"{attention}-s{seed}"
-            config = dataclasses.replace(base, attention=attention, seed=seed, name=name, out=str(out))
+            config = dataclasses.replace(_variant(base, attention), seed=seed, name=name, out=str(out))
             run_dir = out / name
             summary_path = run_dir / "summary.json"
             status = reports.read_json(summary_path).get("status") if summary_path.is_file() else None
@@ -85,6 +85,12 @@ def _same_config(run_dir: Path, config: TrainConfig) -> bool:
 def _mean(values: Sequence[float | None]) -> float | None:
     clean = [v for v in values if v is not None]
     return statistics.fmean(clean) if clean else None
+
+
+def _variant(base: TrainConfig, attention: str) -> TrainConfig:
+    """``base`` with another attention; the attention options do not apply to "none"."""
+    options = {} if canonical_attention(attention) == "none" else base.attention_kwargs
+    return dataclasses.replace(base, attention=attention, attention_kwargs=dict(options))
 
 
 def _row(attention: str, summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from excite.checks import check_positive_int
 from excite.errors import ExciteError, require
+from excite.layers import AttentionFactory, attention_factory, list_attention
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -35,7 +37,9 @@ class TrainConfig:
 
     Attributes:
         model: registry name for :func:`excite.create_model`.
-        attention: attention name for the model's ``attention=`` switch, or ``"none"``.
+        attention: attention name for the model's ``attention=`` switch, or ``"none"``
+            (stored lower-case; with ``attention_kwargs`` it is resolved once, by
+            :meth:`attention_factory`, into the object the model receives).
         data: dataset name for :func:`excite.data.load_splits`.
         epochs: passes over the training split.
         batch_size: global batch size (split evenly across DDP processes).
@@ -49,7 +53,9 @@ class TrainConfig:
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (GradScaler only for fp16 on CUDA).
         channels_last: use channels_last / channels_last_3d memory format.
         compile: wrap the model in ``torch.compile``.
-        seed: seeds weights, data order (per epoch: ``seed + epoch``) and the data split.
+        seed: seeds weights, data order (per epoch: ``DistributedSampler(seed=seed)``'s
+            permutation for that epoch, and the global RNGs from ``epoch_seed(seed, epoch)``)
+            and the data split.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         workers: DataLoader worker processes.
         spatial_dims: model rank; ``None`` takes the dataset's.
@@ -58,7 +64,8 @@ class TrainConfig:
         val_fraction: validation share for datasets without a test split.
         strict: stop at the first unreadable data file instead of skipping it.
         train_subset / val_subset: use a seeded random subset of that many samples.
-        model_kwargs / attention_kwargs: extra keyword arguments for the model.
+        model_kwargs: extra keyword arguments for ``create_model``.
+        attention_kwargs: options of the attention module (``--attention-option``).
         out: parent folder of run directories.
         name: run directory name (default: ``model-attention-data-sSEED``).
         quiet: plain log lines instead of progress bars.
@@ -96,13 +103,14 @@ class TrainConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        self.attention = canonical_attention(self.attention)  # type: ignore[assignment]
         self.validate()
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field whose value is not allowed."""
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("step_epochs", self.step_epochs)
+        check_positive_int(self.epochs, name="epochs")
+        check_positive_int(self.batch_size, name="batch_size")
+        check_positive_int(self.step_epochs, name="step_epochs")
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
             raise ValueError(f"lr must be a number > 0, got {self.lr!r}")
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -126,12 +134,23 @@ class TrainConfig:
             raise ValueError(f"spatial_dims must be 1, 2, 3 or null, got {self.spatial_dims!r}")
         for key in ("train_subset", "val_subset"):
             if getattr(self, key) is not None:
-                _positive_int(key, getattr(self, key))
+                check_positive_int(getattr(self, key), name=key)
         for key in ("data_options", "model_kwargs", "attention_kwargs"):
             if not isinstance(getattr(self, key), dict):
                 raise ValueError(f"{key} must be a mapping, got {getattr(self, key)!r}")
         if self.name is not None and (not self.name or "/" in self.name or self.name in (".", "..")):
             raise ValueError(f"name must be a plain folder name, got {self.name!r}")
+        names = ["none", *list_attention()]
+        if self.attention not in names:
+            raise ValueError(
+                f"unknown attention {self.attention!r}; valid attention names: {', '.join(names)}"
+            )
+        self.attention_factory()  # unknown or misspelt attention options fail here
+
+    def attention_factory(self) -> AttentionFactory:
+        """The attention the model gets: ``attention`` with ``attention_kwargs``, resolved
+        into one :class:`~excite.layers.AttentionFactory` (None/"none": no attention)."""
+        return attention_factory(self.attention, **self.attention_kwargs)
 
     @property
     def run_name(self) -> str:
@@ -156,10 +175,7 @@ class TrainConfig:
                     f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}"
                 )
             merged[norm] = value
-        if isinstance(merged.get("attention"), str) and merged["attention"].lower() in ("none", ""):
-            merged["attention"] = "none"
-        elif merged.get("attention") is None:
-            merged["attention"] = "none"
+        merged["attention"] = canonical_attention(merged.get("attention"))
         return cls(**merged)
 
 
@@ -185,9 +201,14 @@ def dump_yaml(config: TrainConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+def canonical_attention(value: object) -> object:
+    """The name a config stores: the factory's name ("none" for None, "" or "None";
+    lower-case otherwise). Values that are not names are left for validation."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "none"
+    if isinstance(value, str):
+        return value.strip().lower()
+    return value
 
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -12,7 +12,24 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._rank import ntuple
+from excite.checks import check_bool, check_choice, check_positive_int, make_divisible
+
+from .rank import ntuple
+
+__all__ = [
+    "ACTIVATIONS",
+    "check_bool",
+    "check_channels",
+    "check_choice",
+    "check_input",
+    "check_kernel_size",
+    "check_pools",
+    "check_positive_int",
+    "check_reduction",
+    "hidden_width",
+    "make_divisible",
+    "resolve_activation",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -23,10 +40,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "hard_sigmoid": nn.Hardsigmoid,
     "identity": nn.Identity,
 }
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def resolve_activation(value: str | type[nn.Module], *, name: str) -> nn.Module:
@@ -55,15 +68,6 @@ def resolve_activation(value: str | type[nn.Module], *, name: str) -> nn.Module:
     )
 
 
-def check_positive_int(value: object, *, name: str) -> int:
-    """Return ``value`` if it is an int >= 1."""
-    if not _is_int(value):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:  # type: ignore[operator]
-        raise ValueError(f"{name} must be a positive int (>= 1), got {value!r}")
-    return value  # type: ignore[return-value]
-
-
 def check_channels(channels: object, *, name: str = "channels") -> int:
     """Return ``channels`` if it is a positive int."""
     return check_positive_int(channels, name=name)
@@ -76,21 +80,6 @@ def check_reduction(reduction: object, *, name: str = "reduction") -> float:
     if not math.isfinite(reduction) or reduction <= 0:
         raise ValueError(f"{name} must be a finite number > 0 (the ratio r), got {reduction!r}")
     return reduction
-
-
-def check_bool(value: object, *, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def make_divisible(value: float, divisor: int) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor`` (at least ``divisor``),
-    going one multiple up when rounding would lose more than 10% (timm's convention)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
 
 
 def hidden_width(
@@ -119,15 +108,6 @@ def hidden_width(
             + (" or pass hidden_channels" if module == "SqueezeExcite" else "")
         )
     return hidden
-
-
-def check_choice(value: object, choices: Sequence[str], *, name: str) -> str:
-    """Return ``value`` if it is one of ``choices``; else list the valid ones."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be one of {list(choices)}, got {value!r}")
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 def check_pools(pools: object, choices: Sequence[str], *, name: str = "pools") -> tuple[str, ...]:

@@ -28,7 +28,7 @@ from ._common import (
     hidden_width,
     resolve_activation,
 )
-from ._rank import (
+from .rank import (
     batch_norm_nd,
     check_spatial_dims,
     conv_nd,
@@ -198,6 +198,19 @@ class SpatialAttention(nn.Module):
         self.norm = batch_norm_nd(spatial_dims)(1, momentum=0.01) if norm else nn.Identity()
         self.gate_act = resolve_activation(gate, name="gate")
 
+    def reset_parameters(self) -> None:
+        """The initialisation the official code gives this module inside its ResNets:
+        the BatchNorm after the convolution starts at gamma = 0, beta = 0 (so the map
+        starts at gate(0) = 0.5 everywhere); without ``norm`` nothing changes.
+
+        excite's models call this after their own weight initialisation (the
+        convolution keeps the model's Kaiming init). A module built on its own keeps
+        PyTorch's BatchNorm init (gamma = 1) until this is called.
+        """
+        if isinstance(self.norm, nn.modules.batchnorm._BatchNorm) and self.norm.affine:
+            nn.init.zeros_(self.norm.weight)
+            nn.init.zeros_(self.norm.bias)
+
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The spatial map M_s, shape (N, 1, *spatial), for input (N, C, *spatial)."""
         check_input(
@@ -301,6 +314,12 @@ class CBAM(nn.Module):
         else:
             self.channel = channel
             self.spatial = spatial
+
+    def reset_parameters(self) -> None:
+        """The family's own initialisation, called by excite's models after their weight
+        init: the spatial module's (see :meth:`SpatialAttention.reset_parameters`; only
+        ``variant="official"`` has a BatchNorm to initialise)."""
+        self.spatial.reset_parameters()
 
     def _check(self, x: torch.Tensor) -> None:
         check_input(x, module="CBAM", channels=self.channels, ndim=self.spatial_dims + 2)

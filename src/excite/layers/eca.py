@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ._common import check_channels, check_input, check_positive_int, resolve_activation
-from ._rank import global_avg_pool
+from .rank import global_avg_pool
 from .registry import register_attention
 
 

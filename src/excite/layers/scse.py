@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ._common import check_channels, check_choice, check_input, resolve_activation
-from ._rank import check_spatial_dims, conv_nd
+from .rank import check_spatial_dims, conv_nd
 from .registry import register_attention
 from .squeeze_excite import SqueezeExcite
 

@@ -17,7 +17,7 @@ from ._common import (
     hidden_width,
     resolve_activation,
 )
-from ._rank import global_avg_pool
+from .rank import global_avg_pool
 from .registry import register_attention
 
 

@@ -12,12 +12,13 @@ from typing import Any
 
 from torch import nn
 
-from excite.layers._rank import check_spatial_dims
+from excite.layers.factory import NO_ATTENTION, AttentionFactory, AttentionLike, resolve_attention
+from excite.layers.rank import check_spatial_dims
 from excite.models.resnet import BasicBlock, Bottleneck, ResNet
 from excite.models.video import mc3_18, r2plus1d_18, r3d_18
-from excite.models.x3d import X3D_CONFIGS, x3d
+from excite.models.x3d import X3D_CONFIGS, X3D_SE, x3d
 
-__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
+__all__ = ["MODEL_DEFAULT", "ModelInfo", "create_model", "list_models", "model_info", "register_model"]
 
 # default input (without channels) per rank for generic backbones
 _GENERIC_INPUT = {1: (4096,), 2: (224, 224), 3: (64, 64, 64)}
@@ -32,13 +33,16 @@ class ModelInfo:
     Attributes:
         name: registry name.
         builder: ``builder(*, num_classes, in_channels, spatial_dims, attention,
-            attention_kwargs, **kwargs) -> nn.Module``.
+            **kwargs) -> nn.Module``; ``attention`` is an ``AttentionFactory``.
         spatial_dims: ranks the model supports.
         default_spatial_dims: rank used when ``spatial_dims`` is None.
         input_size: default spatial input size per rank (for profiling).
         family: short family tag ("resnet", "cifar", "video", "x3d", "tiny").
         description: one line for listings.
         torchvision: name of the torchvision model with the same weights, if any.
+        defaults: model options used unless the caller sets them.
+        default_attention: the attention the model's paper gives it (X3D's SE), used
+            when ``create_model`` gets no ``attention=``; no attention for the others.
     """
 
     name: str
@@ -50,6 +54,7 @@ class ModelInfo:
     description: str
     torchvision: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    default_attention: AttentionFactory = NO_ATTENTION
 
     def default_input_shape(
         self, spatial_dims: int | None = None, in_channels: int = 3
@@ -96,10 +101,20 @@ def model_info(name: str) -> ModelInfo:
     return info
 
 
+class _ModelDefault:
+    """``create_model``'s ``attention=`` when not given: the model's own default."""
+
+    def __repr__(self) -> str:
+        return "<the model's default attention>"
+
+
+MODEL_DEFAULT: Any = _ModelDefault()
+
+
 def create_model(
     name: str,
     *,
-    attention: str | None = None,
+    attention: AttentionLike = MODEL_DEFAULT,
     attention_kwargs: Mapping[str, Any] | None = None,
     num_classes: int = 1000,
     in_channels: int = 3,
@@ -110,9 +125,11 @@ def create_model(
 
     Args:
         name: a name from :func:`list_models`, e.g. "resnet50", "r3d_18", "tiny_resnet".
-        attention: an ``excite.create_attention`` name ("se", "cbam", "eca", …) or None.
-            For X3D, None keeps the network's own SE and a name replaces it.
-        attention_kwargs: keyword arguments for each attention module, e.g.
+        attention: which attention: a name ("se", "cbam", "eca", …), an ``nn.Module``
+            class, an :class:`~excite.layers.AttentionFactory`, or None / "none" (no
+            attention, for every model). Not given: the model's own default
+            (``model_info(name).default_attention``: X3D's SE, no attention elsewhere).
+        attention_kwargs: options merged into the attention factory, e.g.
             ``{"variant": "official"}`` for CBAM or ``{"bias": False}`` for SE.
         num_classes: classifier outputs.
         in_channels: input channels (1 for grey images / single-channel clips).
@@ -139,13 +156,15 @@ def create_model(
             f"spatial_dims={spatial_dims}"
         )
     options = {**info.defaults, **kwargs}
+    factory = resolve_attention(
+        info.default_attention if attention is MODEL_DEFAULT else attention, attention_kwargs
+    )
     try:
         model = info.builder(
             num_classes=num_classes,
             in_channels=in_channels,
             spatial_dims=spatial_dims,
-            attention=attention,
-            attention_kwargs=attention_kwargs,
+            attention=factory,
             **options,
         )
     except TypeError as exc:
@@ -269,4 +288,5 @@ for _variant, _cfg in X3D_CONFIGS.items():
         name=f"x3d_{_variant}", builder=_x3d_builder(_variant), spatial_dims=(3,),
         default_spatial_dims=3, input_size={3: _cfg["input_size"]}, family="x3d",
         description=f"X3D-{_variant.upper()} (Feichtenhofer 2020), SE in every other block",
+        default_attention=X3D_SE,
     ))

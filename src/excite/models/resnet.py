@@ -1,7 +1,7 @@
 """One rank-generic ResNet (He et al. 2016) with an attention switch in every block.
 
 The same classes build 1D, 2D and 3D networks: layer classes are looked up by
-``spatial_dims`` (:mod:`excite.layers._rank`) and the k x k convolutions of a block come
+``spatial_dims`` (:mod:`excite.layers.rank`) and the k x k convolutions of a block come
 from an injected *conv builder*, so video ResNets (R3D, MC3, R(2+1)D) are this ResNet with
 other builders (see :mod:`excite.models.video`).
 
@@ -21,18 +21,28 @@ addition) is where both the SE and the CBAM papers put their modules.
 
 Parameter and state-dict names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``,
 ``downsample.0``, ``fc``) so torchvision's 2D checkpoints load unchanged; attention
-modules live under ``layerS.B.attention``.
+modules live under ``layerS.B.attention`` (or ``layerS.attention`` for a family placed at
+the end of each stage).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from excite.layers._rank import (
+from excite.checks import check_positive_int, check_positive_ints
+from excite.layers.factory import (
+    NO_ATTENTION,
+    AttentionFactory,
+    AttentionLike,
+    reset_attention,
+    resolve_attention,
+)
+from excite.layers.rank import (
     adaptive_avg_pool_nd,
     batch_norm_nd,
     check_spatial_dims,
@@ -40,15 +50,9 @@ from excite.layers._rank import (
     max_pool_nd,
     ntuple,
 )
-from excite.models._attention import (
-    ATTENTION_POSITIONS,
-    check_attention_args,
-    is_none,
-    make_attention,
-    zero_init_spatial_norm,
-)
 
 __all__ = [
+    "ATTENTION_POSITIONS",
     "BasicBlock",
     "Bottleneck",
     "ConvBuilder",
@@ -144,6 +148,9 @@ class PadShortcut(nn.Module):
         return f"stride={self.stride}, extra_channels={self.extra_channels}"
 
 
+ATTENTION_POSITIONS = ("standard", "pre", "post", "identity")
+
+
 def _check_position(attention_position: str) -> str:
     if attention_position not in ATTENTION_POSITIONS:
         raise ValueError(
@@ -212,12 +219,13 @@ class BasicBlock(_ResidualBlock):
         groups: int = 1,
         base_width: int = 64,
         stride_in_1x1: bool = False,
-        attention: str | None = None,
+        attention: AttentionLike = None,
         attention_kwargs: Mapping[str, Any] | None = None,
         attention_position: str = "standard",
     ) -> None:
         super().__init__()
         del stride_in_1x1
+        factory = resolve_attention(attention, attention_kwargs)
         if groups != 1 or base_width != 64:
             raise ValueError(
                 f"BasicBlock supports only groups=1 and base_width=64, got groups={groups}, "
@@ -238,11 +246,8 @@ class BasicBlock(_ResidualBlock):
             block_channels=block_channels,
         )
         self.bn2 = norm(planes)
-        self.attention = make_attention(
-            attention,
-            self._attention_channels(in_channels, planes),
-            spatial_dims=spatial_dims,
-            kwargs=attention_kwargs or {},
+        self.attention = factory(
+            self._attention_channels(in_channels, planes), spatial_dims=spatial_dims
         )
         self.downsample = downsample
         self.stride = stride
@@ -295,11 +300,12 @@ class Bottleneck(_ResidualBlock):
         groups: int = 1,
         base_width: int = 64,
         stride_in_1x1: bool = False,
-        attention: str | None = None,
+        attention: AttentionLike = None,
         attention_kwargs: Mapping[str, Any] | None = None,
         attention_position: str = "standard",
     ) -> None:
         super().__init__()
+        factory = resolve_attention(attention, attention_kwargs)
         builder = conv_builder if conv_builder is not None else ConvNd()
         conv = conv_nd(spatial_dims)
         norm = batch_norm_nd(spatial_dims)
@@ -317,11 +323,8 @@ class Bottleneck(_ResidualBlock):
         self.conv3 = conv(width, out_channels, kernel_size=1, bias=False)
         self.bn3 = norm(out_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.attention = make_attention(
-            attention,
-            self._attention_channels(in_channels, out_channels),
-            spatial_dims=spatial_dims,
-            kwargs=attention_kwargs or {},
+        self.attention = factory(
+            self._attention_channels(in_channels, out_channels), spatial_dims=spatial_dims
         )
         self.downsample = downsample
         self.stride = stride
@@ -371,8 +374,14 @@ class ResNet(nn.Module):
         shortcut: "conv" (1 x 1 projection + BatchNorm where shapes change, option B)
             or "pad" (parameter-free subsample + zero padding, option A).
         stride_in_1x1: put a Bottleneck's stride on its first 1 x 1 convolution.
-        attention: name for ``excite.create_attention`` ("se", "cbam", …) or None.
-        attention_kwargs: keyword arguments for every attention module.
+        attention: which attention: a name ("se", "cbam", …), an ``nn.Module`` class,
+            an :class:`~excite.layers.AttentionFactory`, or None / "none" (no attention);
+            resolved once here by :func:`excite.layers.resolve_attention`. A family whose
+            ``placement`` is "block" goes in every residual block (at
+            ``attention_position``), a "stage" family once after each stage's last block
+            (``layerS.attention``). After the weight init below, each attention module's
+            own ``reset_parameters`` runs (e.g. the official CBAM's zero BatchNorm).
+        attention_kwargs: options merged into the factory (every attention module).
         attention_position: "standard", "pre", "post" or "identity" (module docstring).
         attention_stages: 1-based stages that get attention (default: all).
         zero_init_residual: zero the last BatchNorm weight of every residual branch.
@@ -404,7 +413,7 @@ class ResNet(nn.Module):
         base_width: int = 64,
         shortcut: str = "conv",
         stride_in_1x1: bool = False,
-        attention: str | None = None,
+        attention: AttentionLike = None,
         attention_kwargs: Mapping[str, Any] | None = None,
         attention_position: str = "standard",
         attention_stages: Sequence[int] | None = None,
@@ -415,8 +424,8 @@ class ResNet(nn.Module):
         spatial_dims = check_spatial_dims(spatial_dims)
         if block not in (BasicBlock, Bottleneck):
             raise TypeError(f"block must be BasicBlock or Bottleneck, got {block!r}")
-        layers = _positive_ints(layers, "layers")
-        widths = _positive_ints(widths, "widths")
+        layers = check_positive_ints(layers, name="layers")
+        widths = check_positive_ints(widths, name="widths")
         if len(widths) != len(layers):
             raise ValueError(
                 f"widths must have one entry per stage ({len(layers)} stages from "
@@ -425,25 +434,25 @@ class ResNet(nn.Module):
         strides = (
             (1,) + (2,) * (len(layers) - 1)
             if strides is None
-            else _positive_ints(strides, "strides")
+            else check_positive_ints(strides, name="strides")
         )
         if len(strides) != len(layers):
             raise ValueError(
                 f"strides must have one entry per stage ({len(layers)}), got {strides}"
             )
-        num_classes = _positive_int(num_classes, "num_classes")
-        in_channels = _positive_int(in_channels, "in_channels")
-        stem_channels = _positive_int(stem_channels, "stem_channels")
-        groups = _positive_int(groups, "groups")
-        base_width = _positive_int(base_width, "base_width")
+        num_classes = check_positive_int(num_classes, name="num_classes")
+        in_channels = check_positive_int(in_channels, name="in_channels")
+        stem_channels = check_positive_int(stem_channels, name="stem_channels")
+        groups = check_positive_int(groups, name="groups")
+        base_width = check_positive_int(base_width, name="base_width")
         if shortcut not in ("conv", "pad"):
             raise ValueError(f"shortcut must be 'conv' or 'pad', got {shortcut!r}")
-        attention, attention_kwargs = check_attention_args(attention, attention_kwargs)
+        factory = resolve_attention(attention, attention_kwargs)
         _check_position(attention_position)
         if attention_stages is None:
             stages_with_attention = set(range(1, len(layers) + 1))
         else:
-            stages_with_attention = set(_positive_ints(attention_stages, "attention_stages"))
+            stages_with_attention = set(check_positive_ints(attention_stages, name="attention_stages"))
             bad = sorted(s for s in stages_with_attention if s > len(layers))
             if bad:
                 raise ValueError(
@@ -463,7 +472,8 @@ class ResNet(nn.Module):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_classes = num_classes
-        self.attention_name = None if is_none(attention) else attention
+        self.attention_factory = factory
+        self.attention_name = None if factory.is_none else factory.name
         self.attention_position = attention_position
         self.attention_stages = tuple(sorted(stages_with_attention))
 
@@ -495,12 +505,17 @@ class ResNet(nn.Module):
             else nn.Identity()
         )
 
+        # a "block" family goes in every residual block, a "stage" family once at the
+        # end of each stage (under ``layerS.attention``)
+        per_stage = factory.placement == "stage"
+        attention_modules: list[nn.Module] = []
         channels = stem_channels
         for index, (depth, width, stride, builder) in enumerate(
             zip(layers, widths, strides, builders), start=1
         ):
-            stage_attention = attention if index in stages_with_attention else None
-            blocks = []
+            stage_factory = factory if index in stages_with_attention else NO_ATTENTION
+            block_factory = NO_ATTENTION if per_stage else stage_factory
+            blocks: list[tuple[str, nn.Module]] = []
             for b in range(depth):
                 block_stride = stride if b == 0 else 1
                 out_channels = width * block.expansion
@@ -519,46 +534,41 @@ class ResNet(nn.Module):
                             ),
                             norm(out_channels),
                         )
-                blocks.append(
-                    block(
-                        channels,
-                        width,
-                        stride=block_stride,
-                        downsample=downsample,
-                        spatial_dims=spatial_dims,
-                        conv_builder=builder,
-                        groups=groups,
-                        base_width=base_width,
-                        stride_in_1x1=stride_in_1x1,
-                        attention=stage_attention,
-                        attention_kwargs=attention_kwargs if stage_attention else None,
-                        attention_position=attention_position,
-                    )
+                unit = block(
+                    channels,
+                    width,
+                    stride=block_stride,
+                    downsample=downsample,
+                    spatial_dims=spatial_dims,
+                    conv_builder=builder,
+                    groups=groups,
+                    base_width=base_width,
+                    stride_in_1x1=stride_in_1x1,
+                    attention=block_factory,
+                    attention_position=attention_position,
                 )
+                attention_modules.append(unit.attention)
+                blocks.append((str(b), unit))
                 channels = out_channels
-            self.add_module(f"layer{index}", nn.Sequential(*blocks))
+            if per_stage and not stage_factory.is_none:
+                stage_attention = stage_factory(channels, spatial_dims=spatial_dims)
+                attention_modules.append(stage_attention)
+                blocks.append(("attention", stage_attention))
+            self.add_module(f"layer{index}", nn.Sequential(OrderedDict(blocks)))
         self.num_stages = len(layers)
         self.num_features = channels
         self.avgpool = adaptive_avg_pool_nd(spatial_dims)(1)
         self.fc = nn.Linear(channels, num_classes)
 
-        self._init_weights(
-            zero_init_residual=zero_init_residual,
-            fc_init_std=fc_init_std,
-            official_cbam=(
-                isinstance(attention, str)
-                and attention.lower() == "cbam"
-                and attention_kwargs.get("variant") == "official"
-            ),
-        )
+        self._init_weights(zero_init_residual=zero_init_residual, fc_init_std=fc_init_std)
+        for module in attention_modules:  # each family's own init wins over the loop above
+            reset_attention(module)
 
     def stages(self) -> list[nn.Sequential]:
         """``[layer1, …, layerS]``."""
         return [getattr(self, f"layer{i}") for i in range(1, self.num_stages + 1)]
 
-    def _init_weights(
-        self, *, zero_init_residual: bool, fc_init_std: float | None, official_cbam: bool
-    ) -> None:
+    def _init_weights(self, *, zero_init_residual: bool, fc_init_std: float | None) -> None:
         for m in self.modules():
             if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -574,8 +584,6 @@ class ResNet(nn.Module):
             for m in self.modules():
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     nn.init.zeros_(m.last_norm.weight)
-        if official_cbam:
-            zero_init_spatial_norm(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem and stages: (N, C_in, *spatial) → (N, num_features, *spatial / 32)."""
@@ -603,17 +611,3 @@ class ResNet(nn.Module):
 
 def _spatial_names(spatial_dims: int) -> str:
     return {1: "L", 2: "H, W", 3: "T, H, W"}[spatial_dims]
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _positive_ints(values: object, name: str) -> tuple[int, ...]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-        raise TypeError(f"{name} must be a non-empty sequence of positive ints, got {values!r}")
-    return tuple(_positive_int(v, name) for v in values)

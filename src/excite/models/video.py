@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from excite.layers.factory import AttentionLike
 from excite.models.resnet import BasicBlock, ConvNd, ResNet
 
 __all__ = ["Conv2Plus1D", "Conv3DNoTemporal", "mc3_18", "r2plus1d_18", "r3d_18"]
@@ -129,7 +130,7 @@ def _video_resnet(
     *,
     num_classes: int,
     in_channels: int,
-    attention: str | None,
+    attention: AttentionLike,
     attention_kwargs: Mapping[str, Any] | None,
     r2plus1d_stem: bool = False,
     **kwargs: Any,
@@ -159,7 +160,7 @@ def r3d_18(
     *,
     num_classes: int = 400,
     in_channels: int = 3,
-    attention: str | None = None,
+    attention: AttentionLike = None,
     attention_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> ResNet:
@@ -174,7 +175,7 @@ def mc3_18(
     *,
     num_classes: int = 400,
     in_channels: int = 3,
-    attention: str | None = None,
+    attention: AttentionLike = None,
     attention_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> ResNet:
@@ -191,7 +192,7 @@ def r2plus1d_18(
     *,
     num_classes: int = 400,
     in_channels: int = 3,
-    attention: str | None = None,
+    attention: AttentionLike = None,
     attention_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> ResNet:

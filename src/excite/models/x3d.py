@@ -12,10 +12,11 @@ Network (X3D-M widths; stage depths ceil(gamma_d * (1, 2, 5, 3)))::
             → 1x1x1 conv 432→2048 (no BN) → ReLU → dropout → fc 2048→classes
 
 SE (Hu et al.) sits on the inner width of every other block starting with the first of
-each stage, with hidden width ``round_width(inner, 1/16)``: inner/16 rounded to the
-nearest multiple of 8, at least 8, bumped up by 8 if that lost more than 10 %. It is
-built with ``excite.create_attention("se", inner, hidden_channels=...)``; ``attention=``
-puts another module (e.g. "cbam") in those positions instead.
+each stage, with hidden width inner/16 rounded to the nearest multiple of 8, at least 8,
+bumped up by 8 if that lost more than 10 % (``make_divisible``, the released code's
+``round_width``). That is X3D's explicit default attention, :data:`X3D_SE` =
+``attention_factory("se", reduction=16, divisor=8)``; ``attention=`` puts another module
+(e.g. "cbam") in those positions instead, and None / "none" removes it.
 
 The shortcut of each stage's first block is a strided 1x1x1 convolution + BatchNorm
 (SlowFast's ResBlock; pytorchvideo omits that BatchNorm in stage 1, 48 parameters).
@@ -24,20 +25,20 @@ The shortcut of each stage's first block is a strided 1x1x1 convolution + BatchN
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from excite.models._attention import (
-    check_attention_args,
-    is_none,
-    make_attention,
-    zero_init_spatial_norm,
-)
+from excite.checks import check_number, check_positive_int, make_divisible
+from excite.layers.factory import AttentionLike, attention_factory, reset_attention, resolve_attention
 
-__all__ = ["X3D", "X3D_CONFIGS", "round_width", "x3d"]
+__all__ = ["X3D", "X3D_CONFIGS", "X3D_SE", "round_width", "x3d"]
+
+#: X3D's own attention: SE with hidden width make_divisible(inner / 16, 8)
+X3D_SE = attention_factory("se", reduction=16, divisor=8)
 
 # variant -> (depth factor gamma_d, default input clip T x crop S, as released)
 X3D_CONFIGS: dict[str, dict[str, Any]] = {
@@ -49,15 +50,9 @@ X3D_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def round_width(width: float, multiplier: float, *, min_width: int = 8, divisor: int = 8) -> int:
-    """``width * multiplier`` rounded to the nearest multiple of ``divisor`` (X3D code).
-
-    At least ``min_width``; if rounding down lost more than 10 %, one ``divisor`` is added.
-    """
-    scaled = width * multiplier
-    out = max(min_width, int(scaled + divisor / 2) // divisor * divisor)
-    if out < 0.9 * scaled:
-        out += divisor
-    return int(out)
+    """``width * multiplier`` rounded as the X3D code does: :func:`excite.checks.make_divisible`
+    with ``min_value=min_width``."""
+    return make_divisible(width * multiplier, divisor, min_value=min_width)
 
 
 class X3DBlock(nn.Module):
@@ -119,11 +114,10 @@ class X3D(nn.Module):
         bottleneck_factor: inner width / output width of a block (2.25).
         num_classes: outputs of the final fc.
         in_channels: input channels.
-        attention: None keeps X3D's own SE; a name replaces it (in the same blocks) by
-            ``excite.create_attention(attention, inner, spatial_dims=3, **kwargs)``;
+        attention: the module in every other block: X3D's own SE (:data:`X3D_SE`) by
+            default; a name, class or factory replaces it (in the same blocks); None or
             "none" removes it.
-        attention_kwargs: keyword arguments for the replacement module.
-        se_ratio: SE hidden width as a fraction of the inner width (1/16).
+        attention_kwargs: options merged into the attention factory.
         head_channels: width of the head's last 1x1x1 conv (2048).
         dropout: dropout before the fc (0.5 in the released configs).
         zero_init_residual: zero ``bn_c`` weights (the released configs do).
@@ -137,9 +131,8 @@ class X3D(nn.Module):
         bottleneck_factor: float = 2.25,
         num_classes: int = 400,
         in_channels: int = 3,
-        attention: str | None = None,
+        attention: AttentionLike = X3D_SE,
         attention_kwargs: Mapping[str, Any] | None = None,
-        se_ratio: float = 1 / 16,
         head_channels: int = 2048,
         dropout: float = 0.5,
         zero_init_residual: bool = True,
@@ -147,21 +140,15 @@ class X3D(nn.Module):
         super().__init__()
         for name, value in (("depth_factor", depth_factor), ("width_factor", width_factor),
                             ("bottleneck_factor", bottleneck_factor)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-        if not 0 <= se_ratio < 1:
-            raise ValueError(f"se_ratio must be in [0, 1), got {se_ratio!r}")
-        attention, attention_kwargs = check_attention_args(attention, attention_kwargs)
+            check_number(value, name=name, minimum=0, strict_minimum=True)
+        check_positive_int(num_classes, name="num_classes")
+        check_positive_int(in_channels, name="in_channels")
+        factory = resolve_attention(attention, attention_kwargs)
         self.spatial_dims = 3
         self.in_channels = in_channels
         self.num_classes = num_classes
-        self.attention_name = "se" if attention is None and se_ratio > 0 else (
-            None if is_none(attention) else attention
-        )
+        self.attention_factory = factory
+        self.attention_name = None if factory.is_none else factory.name
 
         stem_channels = round_width(12, width_factor)
         self.stem = nn.Sequential(
@@ -178,33 +165,24 @@ class X3D(nn.Module):
         channels = stem_channels
         stages = []
         inner = channels
+        attention_modules: list[nn.Module] = []
         for base_width, base_depth in zip(base, (1, 2, 5, 3)):
             out = round_width(base_width, width_factor)
             inner = int(bottleneck_factor * out)
             depth = int(math.ceil(depth_factor * base_depth))
-            blocks = []
+            blocks: list[tuple[str, nn.Module]] = []
             for b in range(depth):
-                if b % 2 == 0:  # every other block, starting with the first
-                    if attention is None:
-                        gate = (
-                            make_attention(
-                                "se", inner, spatial_dims=3,
-                                kwargs={"hidden_channels": round_width(inner, se_ratio)},
-                            )
-                            if se_ratio > 0
-                            else nn.Identity()
-                        )
-                    else:
-                        gate = make_attention(
-                            attention, inner, spatial_dims=3, kwargs=attention_kwargs
-                        )
-                else:
-                    gate = nn.Identity()
-                blocks.append(
-                    X3DBlock(channels if b == 0 else out, inner, out,
-                             stride=2 if b == 0 else 1, attention=gate)
-                )
-            stages.append(nn.Sequential(*blocks))
+                # a "block" family in every other block, starting with the first
+                in_block = factory.placement == "block" and b % 2 == 0
+                gate = factory(inner, spatial_dims=3) if in_block else nn.Identity()
+                attention_modules.append(gate)
+                blocks.append((str(b), X3DBlock(channels if b == 0 else out, inner, out,
+                                                stride=2 if b == 0 else 1, attention=gate)))
+            if factory.placement == "stage" and not factory.is_none:
+                # a "stage" family once on each stage's output (``stages.S.attention``)
+                blocks.append(("attention", factory(out, spatial_dims=3)))
+                attention_modules.append(blocks[-1][1])
+            stages.append(nn.Sequential(OrderedDict(blocks)))
             channels = out
         self.stages = nn.Sequential(*stages)
         self.head_conv = nn.Conv3d(channels, inner, kernel_size=1, bias=False)
@@ -229,12 +207,8 @@ class X3D(nn.Module):
             for m in self.modules():
                 if isinstance(m, X3DBlock):
                     nn.init.zeros_(m.bn_c.weight)
-        if (
-            isinstance(attention, str)
-            and attention.lower() == "cbam"
-            and attention_kwargs.get("variant") == "official"
-        ):
-            zero_init_spatial_norm(self)
+        for module in attention_modules:  # each family's own init wins over the loop above
+            reset_attention(module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, T, H, W) → logits (N, num_classes)."""
@@ -254,7 +228,7 @@ def x3d(
     *,
     num_classes: int = 400,
     in_channels: int = 3,
-    attention: str | None = None,
+    attention: AttentionLike = X3D_SE,
     attention_kwargs: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> X3D:
