@@ -24,6 +24,8 @@ _EXPORTS: dict[str, str] = {
     "create_attention": "excite.layers",
     "list_attention": "excite.layers",
     "register_attention": "excite.layers",
+    "attention_factory": "excite.layers",
+    "AttentionFactory": "excite.layers",
     # models
     "create_model": "excite.models",
     "list_models": "excite.models",
@@ -31,17 +33,25 @@ _EXPORTS: dict[str, str] = {
     "profile": "excite.profiling",
 }
 
+# subpackages and modules reachable as attributes (``excite.models.create_model``)
+_SUBMODULES = frozenset({
+    "checks", "cli", "data", "engine", "errors", "kernels", "layers", "models", "profiling",
+})
+
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'excite' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"excite.{name}")
+    else:
+        module = _EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module 'excite' has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # cache: later lookups skip __getattr__
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

@@ -15,7 +15,6 @@ SPATIAL_DIMS = (1, 2, 3)
 _CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BATCH_NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _MAX_POOL: dict[int, type[nn.Module]] = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
-_AVG_POOL: dict[int, type[nn.Module]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 _ADAPTIVE_AVG_POOL: dict[int, type[nn.Module]] = {
     1: nn.AdaptiveAvgPool1d,
     2: nn.AdaptiveAvgPool2d,
@@ -45,11 +44,6 @@ def batch_norm_nd(spatial_dims: int) -> type[nn.Module]:
 def max_pool_nd(spatial_dims: int) -> type[nn.Module]:
     """``nn.MaxPool1d`` / ``nn.MaxPool2d`` / ``nn.MaxPool3d``."""
     return _MAX_POOL[check_spatial_dims(spatial_dims)]
-
-
-def avg_pool_nd(spatial_dims: int) -> type[nn.Module]:
-    """``nn.AvgPool1d`` / ``nn.AvgPool2d`` / ``nn.AvgPool3d``."""
-    return _AVG_POOL[check_spatial_dims(spatial_dims)]
 
 
 def adaptive_avg_pool_nd(spatial_dims: int) -> type[nn.Module]:
