@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from excite.checks import check_positive_int
-from excite.errors import ExciteError, require
+from excite.errors import ExciteError, describe_yaml_error, require
 from excite.layers import AttentionFactory, attention_factory, list_attention
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -188,7 +188,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ExciteError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise ExciteError(f"config file {path} is not valid YAML: {describe_yaml_error(exc)}") from exc
     if values is None:
         return {}
     if not isinstance(values, dict):
