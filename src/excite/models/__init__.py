@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from excite.models.registry import ModelInfo, create_model, list_models, model_info, register_model
 from excite.models.resnet import BasicBlock, Bottleneck, ConvNd, PadShortcut, ResNet
-from excite.models.video import Conv2Plus1D, Conv3DNoTemporal, mc3_18, r2plus1d_18, r3d_18
+from excite.models.video import (
+    Conv2Plus1D,
+    Conv3DInflated,
+    Conv3DNoTemporal,
+    mc3_18,
+    r2plus1d_18,
+    r3d_18,
+)
 from excite.models.weights import LoadReport, load_torchvision_state_dict
 from excite.models.x3d import X3D, x3d
 
@@ -16,6 +23,7 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "Conv2Plus1D",
+    "Conv3DInflated",
     "Conv3DNoTemporal",
     "ConvNd",
     "LoadReport",

@@ -22,7 +22,9 @@ addition) is where both the SE and the CBAM papers put their modules.
 Parameter and state-dict names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``,
 ``downsample.0``, ``fc``) so torchvision's 2D checkpoints load unchanged; attention
 modules live under ``layerS.B.attention`` (or ``layerS.attention`` for a family placed at
-the end of each stage).
+the end of each stage). The ResNet-D options of timm's ``resnet*d`` (``stem_type="deep"``,
+``shortcut="avgpool"``; He et al., "Bag of Tricks for Image Classification", CVPR 2019)
+keep timm's names too (``conv1.0`` … ``conv1.6``, ``downsample.1`` / ``downsample.2``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from excite.checks import check_positive_int, check_positive_ints
+from excite.checks import check_choice, check_positive_int, check_positive_ints
 from excite.layers.factory import (
     NO_ATTENTION,
     AttentionFactory,
@@ -59,7 +61,16 @@ __all__ = [
     "ConvNd",
     "PadShortcut",
     "ResNet",
+    "SHORTCUTS",
+    "STEM_TYPES",
 ]
+
+#: shortcut of a block whose shape changes (see :class:`ResNet`)
+SHORTCUTS = ("conv", "pad", "avgpool")
+#: stem layouts (see :class:`ResNet`)
+STEM_TYPES = ("plain", "deep")
+
+_AVG_POOL: dict[int, type[nn.Module]] = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
 
 
 class ConvBuilder(Protocol):
@@ -128,16 +139,22 @@ class PadShortcut(nn.Module):
     He et al. 2016's option (A), used by their CIFAR ResNets: ``x[:, :, ::s, ::s]``
     followed by ``extra_channels`` zero channels (half before, half after, the common
     reading of "extra zero entries padded for increasing dimensions").
+
+    Args:
+        stride: s on every spatial axis, or one stride per axis (e.g. (1, 2, 2) for a
+            clip whose convolutions do not stride in time).
+        extra_channels: zero channels added.
     """
 
-    def __init__(self, stride: int, extra_channels: int) -> None:
+    def __init__(self, stride: int | Sequence[int], extra_channels: int) -> None:
         super().__init__()
-        self.stride = stride
+        self.stride = stride if isinstance(stride, int) else tuple(stride)
         self.extra_channels = extra_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            x = x[(slice(None), slice(None)) + (slice(None, None, self.stride),) * (x.ndim - 2)]
+        strides = ntuple(self.stride, x.ndim - 2, name="stride")
+        if any(s > 1 for s in strides):
+            x = x[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)]
         if self.extra_channels:
             before = self.extra_channels // 2
             after = self.extra_channels - before
@@ -344,6 +361,32 @@ StemConv = Callable[[int, int, int], nn.Module]
 """``stem_conv(in_channels, out_channels, spatial_dims) -> module`` for a custom stem."""
 
 
+def _shortcut(
+    kind: str, in_channels: int, out_channels: int, stride: tuple[int, ...], spatial_dims: int
+) -> nn.Module:
+    """The shortcut of a block that changes shape (``ResNet(shortcut=kind)``)."""
+    if kind == "pad":
+        return PadShortcut(stride, out_channels - in_channels)
+    conv = conv_nd(spatial_dims)
+    norm = batch_norm_nd(spatial_dims)
+    if kind == "avgpool":
+        pool: nn.Module = (
+            _AVG_POOL[spatial_dims](
+                kernel_size=tuple(2 if s > 1 else 1 for s in stride), stride=stride,
+                ceil_mode=True, count_include_pad=False,
+            )
+            if any(s > 1 for s in stride)
+            else nn.Identity()
+        )
+        return nn.Sequential(
+            pool, conv(in_channels, out_channels, kernel_size=1, bias=False), norm(out_channels)
+        )
+    return nn.Sequential(
+        conv(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+        norm(out_channels),
+    )
+
+
 class ResNet(nn.Module):
     """Rank-generic ResNet / ResNeXt / wide ResNet with an attention switch.
 
@@ -354,6 +397,10 @@ class ResNet(nn.Module):
         → layer1 … layerS                                 stages of residual blocks
         → avgpool → flatten → fc                          (N, num_classes)
 
+    With ``stem_type="deep"`` (ResNet-C/D, timm's ``resnet*d``) ``conv1`` is three
+    k x k convolutions, widths stem_channels/2, stem_channels/2, stem_channels, the first
+    with the stem stride, BatchNorm + ReLU between them (``conv1.0`` … ``conv1.6``).
+
     Args:
         block: :class:`BasicBlock` or :class:`Bottleneck`.
         layers: number of blocks per stage, e.g. ``(3, 4, 6, 3)`` for ResNet-50.
@@ -363,16 +410,23 @@ class ResNet(nn.Module):
         widths: ``planes`` of each stage (the block multiplies by its expansion).
         strides: stride of each stage's first block; default 1 then 2s.
         stem_channels: output channels of the stem.
+        stem_type: "plain" (one convolution, 7 x 7 by default) or "deep" (three 3 x 3 by
+            default, see above).
         stem_kernel_size, stem_stride, stem_padding: int (cubic) or d-tuples for the
-            stem convolution; padding defaults to ``kernel // 2``.
-        stem_pool: 3^d max-pool with stride 2 after the stem (ImageNet ResNets).
+            stem convolution(s); the kernel defaults to 7 ("plain") or 3 ("deep"), the
+            padding to ``kernel // 2``; the stride applies to the first convolution.
+        stem_pool: max-pool after the stem (ImageNet ResNets).
+        stem_pool_kernel_size, stem_pool_stride: int or d-tuples for that max-pool
+            (3 and 2; padding ``kernel // 2``).
         stem_conv: custom stem convolution ``f(in_channels, stem_channels, d)``
             (replaces kernel/stride/padding; R(2+1)D's factorised stem).
         conv_builder: one :class:`ConvBuilder` or one per stage, for the blocks' k x k
             convolutions.
         groups, base_width: ResNeXt cardinality C and group width d (Bottleneck only).
-        shortcut: "conv" (1 x 1 projection + BatchNorm where shapes change, option B)
-            or "pad" (parameter-free subsample + zero padding, option A).
+        shortcut: where a block changes shape, "conv" (1 x 1 projection + BatchNorm,
+            option B), "pad" (parameter-free subsample + zero padding, option A) or
+            "avgpool" (ResNet-D: average-pool 2^d with the stride, ``ceil_mode``, padding
+            not counted, then 1 x 1 convolution + BatchNorm: ``downsample.1`` / ``.2``).
         stride_in_1x1: put a Bottleneck's stride on its first 1 x 1 convolution.
         attention: which attention: a name ("se", "cbam", …), an ``nn.Module`` class,
             an :class:`~excite.layers.AttentionFactory`, or None / "none" (no attention);
@@ -387,6 +441,11 @@ class ResNet(nn.Module):
         zero_init_residual: zero the last BatchNorm weight of every residual branch.
         fc_init_std: if given, ``fc.weight ~ N(0, std)`` and zero bias (video ResNets use
             0.01); else PyTorch's default Linear init.
+
+    Attributes:
+        build_options: the resolved constructor arguments (``attention`` as a factory);
+            ``ResNet(**build_options)`` builds the same architecture, and
+            :func:`excite.inflate` builds its 3D twin from them.
 
     Raises:
         ValueError / TypeError: an argument outside what is allowed (message names it).
@@ -403,10 +462,13 @@ class ResNet(nn.Module):
         widths: Sequence[int] = (64, 128, 256, 512),
         strides: Sequence[int] | None = None,
         stem_channels: int = 64,
-        stem_kernel_size: int | Sequence[int] = 7,
+        stem_type: str = "plain",
+        stem_kernel_size: int | Sequence[int] | None = None,
         stem_stride: int | Sequence[int] = 2,
         stem_padding: int | Sequence[int] | None = None,
         stem_pool: bool = True,
+        stem_pool_kernel_size: int | Sequence[int] = 3,
+        stem_pool_stride: int | Sequence[int] = 2,
         stem_conv: StemConv | None = None,
         conv_builder: ConvBuilder | Sequence[ConvBuilder] | None = None,
         groups: int = 1,
@@ -445,8 +507,14 @@ class ResNet(nn.Module):
         stem_channels = check_positive_int(stem_channels, name="stem_channels")
         groups = check_positive_int(groups, name="groups")
         base_width = check_positive_int(base_width, name="base_width")
-        if shortcut not in ("conv", "pad"):
-            raise ValueError(f"shortcut must be 'conv' or 'pad', got {shortcut!r}")
+        check_choice(shortcut, SHORTCUTS, name="shortcut")
+        check_choice(stem_type, STEM_TYPES, name="stem_type")
+        if stem_type == "deep" and (stem_conv is not None or stem_channels % 2):
+            raise ValueError(
+                "stem_type='deep' needs an even stem_channels (its first two convolutions "
+                f"are stem_channels / 2 wide) and no stem_conv, got stem_channels="
+                f"{stem_channels}, stem_conv={stem_conv!r}"
+            )
         factory = resolve_attention(attention, attention_kwargs)
         _check_position(attention_position)
         if attention_stages is None:
@@ -468,7 +536,23 @@ class ResNet(nn.Module):
                     f"conv_builder must be one builder or one per stage ({len(layers)}), "
                     f"got {len(builders)}"
                 )
+        if stem_kernel_size is None:
+            stem_kernel_size = 3 if stem_type == "deep" else 7
 
+        self.build_options: dict[str, Any] = {
+            "block": block, "layers": layers, "num_classes": num_classes,
+            "in_channels": in_channels, "spatial_dims": spatial_dims, "widths": widths,
+            "strides": strides, "stem_channels": stem_channels, "stem_type": stem_type,
+            "stem_kernel_size": stem_kernel_size, "stem_stride": stem_stride,
+            "stem_padding": stem_padding, "stem_pool": stem_pool,
+            "stem_pool_kernel_size": stem_pool_kernel_size,
+            "stem_pool_stride": stem_pool_stride, "stem_conv": stem_conv,
+            "conv_builder": builders, "groups": groups, "base_width": base_width,
+            "shortcut": shortcut, "stride_in_1x1": stride_in_1x1, "attention": factory,
+            "attention_position": attention_position,
+            "attention_stages": tuple(sorted(stages_with_attention)),
+            "zero_init_residual": zero_init_residual, "fc_init_std": fc_init_std,
+        }
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -489,21 +573,34 @@ class ResNet(nn.Module):
                 if stem_padding is None
                 else ntuple(stem_padding, spatial_dims, name="stem_padding")
             )
-            self.conv1 = conv(
-                in_channels,
-                stem_channels,
-                kernel_size=kernel,
-                stride=ntuple(stem_stride, spatial_dims, name="stem_stride"),
-                padding=padding,
-                bias=False,
-            )
+            stride = ntuple(stem_stride, spatial_dims, name="stem_stride")
+            if stem_type == "deep":
+                half = stem_channels // 2
+                self.conv1 = nn.Sequential(
+                    conv(in_channels, half, kernel, stride=stride, padding=padding, bias=False),
+                    norm(half),
+                    nn.ReLU(inplace=True),
+                    conv(half, half, kernel, padding=padding, bias=False),
+                    norm(half),
+                    nn.ReLU(inplace=True),
+                    conv(half, stem_channels, kernel, padding=padding, bias=False),
+                )
+            else:
+                self.conv1 = conv(
+                    in_channels, stem_channels, kernel_size=kernel, stride=stride,
+                    padding=padding, bias=False,
+                )
         self.bn1 = norm(stem_channels)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = (
-            max_pool_nd(spatial_dims)(kernel_size=3, stride=2, padding=1)
-            if stem_pool
-            else nn.Identity()
-        )
+        if stem_pool:
+            pool_kernel = ntuple(stem_pool_kernel_size, spatial_dims, name="stem_pool_kernel_size")
+            self.maxpool: nn.Module = max_pool_nd(spatial_dims)(
+                kernel_size=pool_kernel,
+                stride=ntuple(stem_pool_stride, spatial_dims, name="stem_pool_stride"),
+                padding=tuple(k // 2 for k in pool_kernel),
+            )
+        else:
+            self.maxpool = nn.Identity()
 
         # a "block" family goes in every residual block, a "stage" family once at the
         # end of each stage (under ``layerS.attention``)
@@ -521,19 +618,10 @@ class ResNet(nn.Module):
                 out_channels = width * block.expansion
                 downsample: nn.Module | None = None
                 if block_stride != 1 or channels != out_channels:
-                    if shortcut == "pad":
-                        downsample = PadShortcut(block_stride, out_channels - channels)
-                    else:
-                        downsample = nn.Sequential(
-                            conv(
-                                channels,
-                                out_channels,
-                                kernel_size=1,
-                                stride=builder.downsample_stride(block_stride, spatial_dims),
-                                bias=False,
-                            ),
-                            norm(out_channels),
-                        )
+                    downsample = _shortcut(
+                        shortcut, channels, out_channels,
+                        builder.downsample_stride(block_stride, spatial_dims), spatial_dims,
+                    )
                 unit = block(
                     channels,
                     width,
