@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from excite.cli.train import _key_value
+from excite.cli.options import key_value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `excite train`")
     p.add_argument("--data", help="evaluate on this dataset instead of the run's")
     p.add_argument("--data-dir", help="folder holding a file-backed dataset")
-    p.add_argument("--data-option", action="append", type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--data-option", action="append", type=key_value, metavar="KEY=VALUE",
                    help="dataset option, repeatable")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--batch-size", type=int)

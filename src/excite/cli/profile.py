@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from excite.cli.options import add_option_flag, option_dict
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -19,50 +21,28 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("name", help="model name (see `excite profile --list`)", nargs="?")
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
-    p.add_argument("--attention", default=None, help="attention module, e.g. se, cbam, eca")
-    p.add_argument(
-        "--attention-arg", action="append", default=[], metavar="KEY=VALUE",
-        help="keyword argument for the attention module (repeatable), e.g. variant=official",
-    )
-    p.add_argument(
-        "--model-arg", action="append", default=[], metavar="KEY=VALUE",
-        help="keyword argument for create_model (repeatable), e.g. stride_in_1x1=true",
-    )
+    p.add_argument("--attention", default=None,
+                   help="attention family, e.g. se, cbam, eca, or none (default: the model's own, "
+                        "none for most; see `excite.list_attention()`)")
+    add_option_flag(p, "--attention-option",
+                    "attention module option, e.g. variant=official (value parsed as YAML)",
+                    deprecated=("--attention-arg",))
+    add_option_flag(p, "--model-option",
+                    "extra create_model keyword, e.g. stride_in_1x1=true (value parsed as YAML)",
+                    deprecated=("--model-arg",))
     p.add_argument(
         "--input", default=None, metavar="CxDIMS",
         help="input shape without the batch, e.g. 3x224x224 or 3x16x112x112 "
              "(default: the model's usual input)",
     )
-    p.add_argument("--batch-size", type=int, default=1, help="batch size N (default 1)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size N")
     p.add_argument("--num-classes", type=int, default=None,
-                   help="classifier outputs (default 1000; 400 for video models)")
+                   help="classifier outputs (default: 1000; 400 for video models)")
     p.add_argument("--spatial-dims", type=int, default=None, choices=(1, 2, 3),
-                   help="rank of the input (default: the model's)")
+                   help="rank of the input (default: the model's, or the rank of --input)")
     p.add_argument("--per-layer", action="store_true", help="print the per-layer table")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
-
-
-def parse_value(text: str) -> Any:
-    """JSON literal if it parses (``true``, ``1.5``, ``[3]``), else the string itself."""
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def parse_pairs(items: list[str], option: str) -> dict[str, Any]:
-    """``["a=1", "b=x"]`` → ``{"a": 1, "b": "x"}``; malformed items raise ValueError."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = parse_value(value.strip())
-    return out
 
 
 def parse_input(text: str) -> tuple[int, ...]:
@@ -84,6 +64,7 @@ def parse_input(text: str) -> tuple[int, ...]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from excite.checks import check_positive_int
     from excite.layers import attention_factory
     from excite.models import create_model, list_models, model_info
     from excite.profiling import profile
@@ -95,11 +76,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.name is None:
         raise ValueError("give a model name, e.g. `excite profile resnet50` (or --list)")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_positive_int(args.batch_size, name="--batch-size")
     info = model_info(args.name)
-    kwargs = parse_pairs(args.model_arg, "--model-arg")
-    attention_kwargs = parse_pairs(args.attention_arg, "--attention-arg")
+    kwargs = option_dict(args.model_option)
+    attention_kwargs = option_dict(args.attention_option)
     num_classes = args.num_classes
     if num_classes is None:
         num_classes = 400 if info.family in ("video", "x3d") else 1000
@@ -144,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
         data["num_classes"] = num_classes
         print(json.dumps(data, indent=2))
         return 0
-    title = args.name + (f" + {args.attention}" if args.attention else "")
-    extras = {**kwargs, **{f"attention.{k}": v for k, v in attention_kwargs.items()}}
+    title = args.name + ("" if attention.is_none else f" + {attention.name}")
+    extras = {**kwargs, **{f"attention.{k}": v for k, v in attention.options.items()}}
     if extras:
         title += " (" + ", ".join(f"{k}={v}" for k, v in extras.items()) + ")"
     print(title)

@@ -13,21 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from excite.cli.options import key_value
+
 _DATA_DEFAULT = "moving-shapes"
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE parsed as YAML (numbers, booleans, lists)."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    import yaml
-
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip().replace("-", "_"), parsed
 
 
 def add_training_arguments(p: argparse.ArgumentParser, *, with_attention: bool = True) -> None:
@@ -38,11 +26,11 @@ def add_training_arguments(p: argparse.ArgumentParser, *, with_attention: bool =
         p.add_argument("--attention", help="attention: none, se, cam, sam, cbam, eca, scse (default cbam)")
     p.add_argument("--data", help=f"dataset name (default {_DATA_DEFAULT}; see `excite datasets`)")
     p.add_argument("--data-dir", help="folder holding a file-backed dataset")
-    p.add_argument("--data-option", action="append", type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--data-option", action="append", type=key_value, metavar="KEY=VALUE",
                    help="dataset option, repeatable (e.g. --data-option train_size=256)")
-    p.add_argument("--model-option", action="append", type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--model-option", action="append", type=key_value, metavar="KEY=VALUE",
                    help="extra create_model keyword, repeatable")
-    p.add_argument("--attention-option", action="append", type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--attention-option", action="append", type=key_value, metavar="KEY=VALUE",
                    help="attention module option, repeatable (e.g. --attention-option variant=official)")
     p.add_argument("--strict", action="store_const", const=True,
                    help="stop at the first unreadable data file (default: skip it and count)")
