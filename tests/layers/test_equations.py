@@ -12,7 +12,15 @@ import math
 import pytest
 import torch
 
-from excite.layers import CBAM, ECA, SCSE, ChannelAttention, SpatialAttention, SqueezeExcite
+from excite.layers import (
+    CBAM,
+    ECA,
+    SCSE,
+    ChannelAttention,
+    SpatialAttention,
+    SqueezeExcite,
+    create_attention,
+)
 
 RANKS = (1, 2, 3)
 SPATIAL = {1: (12,), 2: (7, 6), 3: (4, 5, 6)}
@@ -119,6 +127,19 @@ def eca_gate(x, w):
     return expand(sigmoid(out), x.ndim)
 
 
+def circular_eca_gate(x, w):
+    """ECA with circular padding (timm's CircularEfficientChannelAttn): one explicit loop
+    over channels, neighbour indices taken mod C, so channel 0 and channel C-1 touch."""
+    y = spatial_mean(x)
+    n, c = y.shape
+    k = w.numel()
+    out = torch.zeros(n, c, dtype=x.dtype)
+    for i in range(c):
+        for j in range(k):
+            out[:, i] += w[j] * y[:, (i + j - k // 2) % c]
+    return expand(sigmoid(out), x.ndim)
+
+
 def sse_gate(x, w, b):
     """Roy et al. 2018: q = sigmoid(sum_c w_c x_c + b), shape (N, 1, *spatial)."""
     wc = w.reshape(1, -1, *([1] * (x.ndim - 2)))
@@ -211,6 +232,25 @@ def test_eca_equation(rank: int, kernel_size) -> None:
     s = eca_gate(x, w)
     torch.testing.assert_close(m.gate(x), s, atol=1e-12, rtol=1e-12)
     torch.testing.assert_close(m(x), x * s, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("rank", RANKS)
+@pytest.mark.parametrize("kernel_size", [3, 5, 9])
+@pytest.mark.parametrize("build", ["padding_mode", "ceca"])
+def test_circular_eca_equation(rank: int, kernel_size: int, build: str) -> None:
+    if build == "ceca":
+        m = create_attention("ceca", 6, kernel_size=kernel_size)
+    else:
+        m = ECA(6, kernel_size=kernel_size, padding_mode="circular")
+    m = fix_weights(m)
+    x = make_x(6, rank)
+    s = circular_eca_gate(x, m.conv.weight.reshape(-1))
+    torch.testing.assert_close(m.gate(x), s, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(m(x), x * s, atol=1e-12, rtol=1e-12)
+    # the wrap-around matters: zero padding gives a different map at the last channel
+    # (whose right neighbours wrap to channel 0; fix_weights makes w[0] = sin(0) = 0)
+    zeros = fix_weights(ECA(6, kernel_size=kernel_size))
+    assert not torch.allclose(zeros.gate(x)[:, -1], s[:, -1])
 
 
 @pytest.mark.parametrize("rank", RANKS)

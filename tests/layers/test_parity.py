@@ -7,6 +7,8 @@
 * The authors' released CBAM code (the layout ``variant="official"`` reproduces):
   Flatten + Linear MLP with biases, [max, mean] maps, conv + BatchNorm(momentum 0.01).
 * MONAI's ``ChannelSELayer`` for SE in 1D, 2D and 3D (skipped when MONAI is absent).
+* timm's ``CbamModule`` (``variant="paper", norm=True, norm_momentum=0.1``) and
+  ``CircularEfficientChannelAttn`` (``"ceca"``), 2D (skipped when timm is absent).
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from excite.layers import CBAM, ChannelAttention, SpatialAttention, SqueezeExcite
+from excite.layers import (
+    CBAM,
+    ECA,
+    ChannelAttention,
+    SpatialAttention,
+    SqueezeExcite,
+    create_attention,
+)
 
 TOL = dict(atol=1e-6, rtol=1e-6)
 
@@ -208,3 +217,60 @@ def test_monai_channel_se(spatial_dims: int, r: int) -> None:
     x = torch.randn(3, 32, *[7] * spatial_dims)
     torch.testing.assert_close(ours(x), ref(x), **TOL)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+
+
+# --- timm ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel_size", [3, 5])
+@pytest.mark.parametrize("build", ["padding_mode", "ceca"])
+def test_timm_circular_eca(kernel_size: int, build: str) -> None:
+    eca = pytest.importorskip("timm.layers.eca")
+    ref = randomize(eca.CircularEfficientChannelAttn(kernel_size=kernel_size))  # channels=None
+    if build == "ceca":
+        ours = create_attention("ceca", 24, kernel_size=kernel_size)
+    else:
+        ours = ECA(24, kernel_size=kernel_size, padding_mode="circular")
+    ours.load_state_dict(ref.state_dict())  # the same key: conv.weight (1, 1, k)
+    x = torch.randn(3, 24, 7, 6)
+    torch.testing.assert_close(ours(x), ref(x), **TOL)
+
+
+TIMM_CBAM_KEYS = {  # timm name -> excite name
+    "channel.fc1.weight": "channel.fc1.weight",
+    "channel.fc2.weight": "channel.fc2.weight",
+    "spatial.conv.conv.weight": "spatial.conv.weight",
+    "spatial.conv.bn.weight": "spatial.norm.weight",
+    "spatial.conv.bn.bias": "spatial.norm.bias",
+    "spatial.conv.bn.running_mean": "spatial.norm.running_mean",
+    "spatial.conv.bn.running_var": "spatial.norm.running_var",
+    "spatial.conv.bn.num_batches_tracked": "spatial.norm.num_batches_tracked",
+}
+
+
+def test_timm_cbam() -> None:
+    cbam = pytest.importorskip("timm.layers.cbam")
+    ref = cbam.CbamModule(64)  # rd_ratio 1/16, 7x7, no MLP bias, BatchNorm momentum 0.1
+    ours = CBAM(64, spatial_dims=2, reduction=16, variant="paper", norm=True, norm_momentum=0.1)
+    ours.reset_parameters()
+    for name, p in ref.state_dict().items():  # timm's fresh BatchNorm: gamma 1, beta 0
+        if name.startswith("spatial.conv.bn.") and p.is_floating_point():
+            torch.testing.assert_close(ours.state_dict()[TIMM_CBAM_KEYS[name]], p)
+    with torch.no_grad():
+        ref.spatial.conv.bn.weight.fill_(1.3)
+        ref.spatial.conv.bn.bias.fill_(-0.2)
+        ref.spatial.conv.bn.running_mean.fill_(0.3)
+        ref.spatial.conv.bn.running_var.fill_(2.0)
+    sd = ref.state_dict()
+    assert set(sd) == set(TIMM_CBAM_KEYS)
+    ours.load_state_dict(
+        {TIMM_CBAM_KEYS[k]: v.flatten(1) if k.startswith("channel.") else v for k, v in sd.items()}
+    )
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+    x = torch.randn(2, 64, 12, 12)
+    ref.eval(), ours.eval()
+    torch.testing.assert_close(ours(x), ref(x), **TOL)
+    ref.train(), ours.train()  # batch statistics, and the same momentum-0.1 update
+    torch.testing.assert_close(ours(x), ref(x), **TOL)
+    torch.testing.assert_close(ours.spatial.norm.running_mean, ref.spatial.conv.bn.running_mean, **TOL)
+    torch.testing.assert_close(ours.spatial.norm.running_var, ref.spatial.conv.bn.running_var, **TOL)

@@ -139,6 +139,68 @@ def test_parameter_counts(channels: int, reduction: int) -> None:
         assert n_params(SCSE(channels, spatial_dims=d, reduction=reduction)) == se + channels + 1
 
 
+@pytest.mark.parametrize("rank", RANKS)
+def test_norm_options_parameter_counts(rank: int) -> None:
+    """timm's CBAM = paper + a BatchNorm (2 parameters); norm=False removes the official
+    variant's BatchNorm; the momentum is the one asked for."""
+    k, c, r = 7, 64, 16
+    h = c // r
+    paper = 2 * c * h + 2 * k**rank
+    timm_like = CBAM(c, spatial_dims=rank, reduction=r, norm=True, norm_momentum=0.1)
+    assert n_params(timm_like) == paper + 2
+    assert timm_like.spatial.norm.momentum == 0.1
+    assert n_params(CBAM(c, spatial_dims=rank, reduction=r, variant="official", norm=False)) == (
+        paper + h + c
+    )
+    assert CBAM(c, spatial_dims=rank, variant="official").spatial.norm.momentum == 0.01
+    assert CBAM(c, spatial_dims=rank, norm=True).spatial.norm.momentum == 0.01
+    sam = SpatialAttention(spatial_dims=rank, norm=True, norm_momentum=0.1)
+    assert n_params(sam) == 2 * k**rank + 2 and sam.norm.momentum == 0.1
+    assert isinstance(SpatialAttention(spatial_dims=rank, norm_momentum=0.1).norm, nn.Identity)
+    assert n_params(ECA(c, kernel_size=5, padding_mode="circular")) == 5
+
+
+def _scramble_norm(m: nn.Module) -> None:
+    for mod in m.modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            with torch.no_grad():
+                mod.weight.fill_(0.7)
+                mod.bias.fill_(0.3)
+
+
+@pytest.mark.parametrize(
+    "build, gamma",
+    [
+        (lambda: CBAM(16, reduction=4, variant="official"), 0.0),  # the official code's init
+        (lambda: CBAM(16, reduction=4, variant="official", norm_momentum=0.1), 0.0),
+        (lambda: CBAM(16, reduction=4, norm=True, norm_momentum=0.1), 1.0),  # timm's
+        (lambda: CBAM(16, reduction=4, norm=True), 1.0),
+        (lambda: SpatialAttention(16, norm=True), 1.0),
+        (lambda: SpatialAttention(16, norm=True, pools=("max", "avg")), 1.0),
+    ],
+)
+def test_reset_parameters_norm(build, gamma: float) -> None:
+    """Only the official CBAM zero-initialises the spatial BatchNorm; every other norm
+    goes back to PyTorch's gamma = 1, beta = 0. The convolution and MLP are untouched."""
+    m = build()
+    _scramble_norm(m)
+    others = {k: v.clone() for k, v in m.state_dict().items() if "norm" not in k}
+    m.reset_parameters()
+    norm = m.spatial.norm if isinstance(m, CBAM) else m.norm
+    assert torch.equal(norm.weight, torch.full((1,), gamma))
+    assert torch.equal(norm.bias, torch.zeros(1))
+    for k, v in others.items():
+        assert torch.equal(m.state_dict()[k], v), k
+
+
+def test_reset_parameters_without_norm_changes_nothing() -> None:
+    for m in (CBAM(16, reduction=4), CBAM(16, reduction=4, variant="official", norm=False),
+              SpatialAttention(16)):
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        m.reset_parameters()
+        assert all(torch.equal(m.state_dict()[k], v) for k, v in before.items())
+
+
 def test_parameter_counts_issue_examples() -> None:
     # paper CBAM(64, r=16) in 2D: 2*64*4 + 2*7*7 = 610; official adds 4 + 64 biases + 2 BN
     assert n_params(CBAM(64, reduction=16)) == 610

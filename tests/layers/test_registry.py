@@ -40,7 +40,7 @@ def scratch_registry():
 
 
 def test_list_attention() -> None:
-    assert list_attention() == ["cam", "cbam", "eca", "sam", "scse", "se"]
+    assert list_attention() == ["cam", "cbam", "ceca", "eca", "sam", "scse", "se"]
     assert excite.list_attention() == list_attention()
 
 
@@ -81,7 +81,7 @@ def test_module_class_is_accepted() -> None:
 
 
 def test_unknown_name_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"\bname\b.*\['cam', 'cbam', 'eca', 'sam', 'scse', 'se', 'none'\].*'bam'"):
+    with pytest.raises(ValueError, match=r"\bname\b.*\['cam', 'cbam', 'ceca', 'eca', 'sam', 'scse', 'se', 'none'\].*'bam'"):
         create_attention("bam", 16)
     with pytest.raises(TypeError, match=r"\bname\b.*3"):
         create_attention(3, 16)

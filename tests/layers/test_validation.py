@@ -205,6 +205,35 @@ def test_bool_flags(build, arg: str) -> None:
         build("yes")
 
 
+@pytest.mark.parametrize(
+    "build",
+    [lambda v: SpatialAttention(norm=True, norm_momentum=v),
+     lambda v: CBAM(8, reduction=2, norm=True, norm_momentum=v),
+     lambda v: CBAM(8, reduction=2, variant="official", norm_momentum=v)],
+)
+@pytest.mark.parametrize("bad, exc", [(-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError),
+                                      ("0.1", TypeError), (True, TypeError)])
+def test_norm_momentum(build, bad, exc) -> None:
+    with pytest.raises(exc, match=names("norm_momentum", bad)):
+        build(bad)
+
+
+def test_cbam_norm_flag() -> None:
+    with pytest.raises(TypeError, match=names("norm", "yes")):
+        CBAM(8, reduction=2, norm="yes")
+
+
+def test_eca_padding_mode() -> None:
+    with pytest.raises(ValueError, match=r"\bpadding_mode\b.*\['zeros', 'circular'\].*'reflect'"):
+        ECA(8, padding_mode="reflect")
+    with pytest.raises(TypeError, match=r"\bpadding_mode\b.*None"):
+        ECA(8, padding_mode=None)
+    # circular padding wraps once at most: k // 2 <= C
+    with pytest.raises(ValueError, match=r"padding_mode='circular'.*kernel_size <= 5.*kernel_size=7"):
+        ECA(2, kernel_size=7, padding_mode="circular")
+    assert ECA(2, kernel_size=5, padding_mode="circular")(torch.randn(1, 2, 3)).shape == (1, 2, 3)
+
+
 # --- forward-time checks --------------------------------------------------------------
 
 CHANNEL_MODULES = {

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from excite.checks import check_bool, check_choice, check_positive_int, make_divisible
+from excite.checks import check_bool, check_choice, check_number, check_positive_int, make_divisible
 
 from .rank import ntuple
 
@@ -23,6 +23,7 @@ __all__ = [
     "check_choice",
     "check_input",
     "check_kernel_size",
+    "check_number",
     "check_pools",
     "check_positive_int",
     "check_reduction",

@@ -19,6 +19,7 @@ from excite.kernels._modules import activation_name, norm_affine
 
 from ._common import (
     check_bool,
+    check_number,
     check_channels,
     check_choice,
     check_input,
@@ -61,6 +62,13 @@ _CHANNEL_POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "avg": _channel_avg,
     "max": _channel_max,
 }
+
+
+def _init_norm(norm: nn.Module, gamma: float) -> None:
+    """Set an affine BatchNorm's gamma to ``gamma`` and beta to 0 (no-op for Identity)."""
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.affine:
+        nn.init.constant_(norm.weight, gamma)
+        nn.init.zeros_(norm.bias)
 
 
 @register_attention("cam")
@@ -158,8 +166,10 @@ class SpatialAttention(nn.Module):
         channels: C, checked against the input when given; None accepts any C.
         spatial_dims: d, 1, 2 or 3 (the rank of the convolution).
         kernel_size: k, an odd int >= 1 or a tuple of d odd ints (e.g. (3, 7, 7)).
-        norm: BatchNorm after the convolution (the official code's ``BasicConv``, with
-            its momentum 0.01); the paper has none.
+        norm: BatchNorm after the convolution (the official code's ``BasicConv``);
+            the paper has none.
+        norm_momentum: that BatchNorm's momentum: 0.01 in the official code, 0.1 in
+            timm's CBAM (PyTorch's default). Unused without ``norm``.
         gate: sigma, a name ("sigmoid", ...) or an ``nn.Module`` class.
         pools: the channel-wise maps in concatenation order: ("avg", "max") in the
             paper, ("max", "avg") in the official code; a single pool also works.
@@ -170,7 +180,7 @@ class SpatialAttention(nn.Module):
     Raises:
         TypeError: an argument of the wrong type.
         ValueError: a bad channels/spatial_dims, an even or non-positive kernel_size,
-            or an unknown pool/gate name.
+            a norm_momentum outside [0, 1], or an unknown pool/gate name.
     """
 
     def __init__(
@@ -180,6 +190,7 @@ class SpatialAttention(nn.Module):
         spatial_dims: int = 2,
         kernel_size: int | tuple[int, ...] = 7,
         norm: bool = False,
+        norm_momentum: float = 0.01,
         gate: str | type[nn.Module] = "sigmoid",
         pools: str | tuple[str, ...] = ("avg", "max"),
         impl: str | None = None,
@@ -191,25 +202,23 @@ class SpatialAttention(nn.Module):
         self.kernel_size = check_kernel_size(kernel_size, spatial_dims)
         self.pools = check_pools(pools, POOLS)
         check_bool(norm, name="norm")
+        check_number(norm_momentum, name="norm_momentum", minimum=0, maximum=1)
         padding = tuple(k // 2 for k in self.kernel_size)
         self.conv = conv_nd(spatial_dims)(
             len(self.pools), 1, self.kernel_size, padding=padding, bias=False
         )
-        self.norm = batch_norm_nd(spatial_dims)(1, momentum=0.01) if norm else nn.Identity()
+        self.norm = batch_norm_nd(spatial_dims)(1, momentum=norm_momentum) if norm else nn.Identity()
         self.gate_act = resolve_activation(gate, name="gate")
 
     def reset_parameters(self) -> None:
-        """The initialisation the official code gives this module inside its ResNets:
-        the BatchNorm after the convolution starts at gamma = 0, beta = 0 (so the map
-        starts at gate(0) = 0.5 everywhere); without ``norm`` nothing changes.
+        """PyTorch's BatchNorm init for the optional norm: gamma = 1, beta = 0 (as timm's
+        CBAM starts); without ``norm`` nothing changes.
 
         excite's models call this after their own weight initialisation (the
-        convolution keeps the model's Kaiming init). A module built on its own keeps
-        PyTorch's BatchNorm init (gamma = 1) until this is called.
+        convolution keeps the model's Kaiming init). The official code's zero-initialised
+        BatchNorm belongs to ``CBAM(variant="official")`` (see :meth:`CBAM.reset_parameters`).
         """
-        if isinstance(self.norm, nn.modules.batchnorm._BatchNorm) and self.norm.affine:
-            nn.init.zeros_(self.norm.weight)
-            nn.init.zeros_(self.norm.bias)
+        _init_norm(self.norm, 1.0)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The spatial map M_s, shape (N, 1, *spatial), for input (N, C, *spatial)."""
@@ -250,7 +259,10 @@ class CBAM(nn.Module):
         x ── channel (M_c) ── spatial (M_s) ── y        (channel-spatial)
 
     ``variant="paper"``: MLP without bias, maps [mean, max], no norm.
-    ``variant="official"``: MLP with bias, maps [max, mean], BatchNorm after the conv.
+    ``variant="official"``: MLP with bias, maps [max, mean], BatchNorm (momentum 0.01)
+    after the conv, zero-initialised by :meth:`reset_parameters`.
+    timm's CBAM is ``variant="paper", norm=True, norm_momentum=0.1`` (its BatchNorm
+    starts at PyTorch's gamma = 1, beta = 0).
 
     Args:
         channels: C, the input channels.
@@ -259,6 +271,9 @@ class CBAM(nn.Module):
         kernel_size: k of the spatial module's k^d convolution (odd).
         arrangement: "channel-spatial", "spatial-channel" or "parallel".
         variant: "paper" or "official".
+        norm: BatchNorm after the spatial convolution; None takes the variant's choice
+            (paper: no, official: yes).
+        norm_momentum: that BatchNorm's momentum; None takes 0.01 (the official code's).
         activation: the channel MLP's activation (name or ``nn.Module`` class).
         gate: both modules' gate (name or ``nn.Module`` class).
         impl: how ``forward`` runs: "auto", "reference", "fused" or "triton" (see
@@ -283,6 +298,8 @@ class CBAM(nn.Module):
         kernel_size: int | tuple[int, ...] = 7,
         arrangement: str = "channel-spatial",
         variant: str = "paper",
+        norm: bool | None = None,
+        norm_momentum: float | None = None,
         activation: str | type[nn.Module] = "relu",
         gate: str | type[nn.Module] = "sigmoid",
         impl: str | None = None,
@@ -292,6 +309,8 @@ class CBAM(nn.Module):
         self.arrangement = check_choice(arrangement, ARRANGEMENTS, name="arrangement")
         self.variant = check_choice(variant, VARIANTS, name="variant")
         official = variant == "official"
+        norm = official if norm is None else check_bool(norm, name="norm")
+        norm_momentum = 0.01 if norm_momentum is None else norm_momentum
         channel = ChannelAttention(
             channels, reduction=reduction, bias=official, activation=activation, gate=gate,
             impl=impl,
@@ -300,7 +319,8 @@ class CBAM(nn.Module):
             channels,
             spatial_dims=spatial_dims,
             kernel_size=kernel_size,
-            norm=official,
+            norm=norm,
+            norm_momentum=norm_momentum,
             gate=gate,
             pools=("max", "avg") if official else ("avg", "max"),
             impl=impl,
@@ -317,9 +337,12 @@ class CBAM(nn.Module):
 
     def reset_parameters(self) -> None:
         """The family's own initialisation, called by excite's models after their weight
-        init: the spatial module's (see :meth:`SpatialAttention.reset_parameters`; only
-        ``variant="official"`` has a BatchNorm to initialise)."""
-        self.spatial.reset_parameters()
+        init. ``variant="official"``: the official code's init, the spatial BatchNorm at
+        gamma = 0, beta = 0 (so M_s starts at gate(0) = 0.5 everywhere). Otherwise the
+        spatial module's (:meth:`SpatialAttention.reset_parameters`: a norm, e.g.
+        timm's, at gamma = 1, beta = 0). The convolutions and the MLP keep the model's init.
+        """
+        _init_norm(self.spatial.norm, 0.0 if self.variant == "official" else 1.0)
 
     def _check(self, x: torch.Tensor) -> None:
         check_input(x, module="CBAM", channels=self.channels, ndim=self.spatial_dims + 2)
