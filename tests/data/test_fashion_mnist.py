@@ -64,10 +64,42 @@ def test_read_idx_rejects_bad_files(tmp_path, content, match):
         read_idx(tmp_path / "bad")
 
 
-def test_read_idx_corrupt_gzip(tmp_path):
-    (tmp_path / "x.gz").write_bytes(b"not gzip at all")
-    with pytest.raises(ExciteError, match="cannot read IDX file"):
-        read_idx(tmp_path / "x.gz")
+def _gzip_variants() -> dict[str, bytes]:
+    """A valid .gz of a 2-label IDX file, and broken copies built from RFC 1951/1952."""
+    good = gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x02\x07\x09")
+    crc = good[-8:-4]
+    return {
+        "not gzip": b"not gzip at all",
+        # first deflate byte 0b111: BFINAL=1, BTYPE=11 (reserved): zlib "invalid block type"
+        "reserved block type": good[:10] + b"\x07" + good[11:],
+        "CRC32 flipped": good[:-8] + bytes([crc[0] ^ 0x01]) + crc[1:] + good[-4:],
+        "truncated": good[: len(good) // 2],
+    }
+
+
+@pytest.mark.parametrize("variant", list(_gzip_variants()))
+def test_read_idx_corrupt_gzip_names_the_file(tmp_path, variant):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(_gzip_variants()[variant])
+    with pytest.raises(ExciteError, match="cannot read IDX file") as info:
+        read_idx(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bit_flipped_gz_is_one_line_cli_error(tmp_path, capsys):
+    from excite.cli import main
+
+    _fake_fashion(tmp_path, n_train=10, n_test=10)
+    bad = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(bad.read_bytes())
+    assert (raw[10] >> 1) & 0b11 != 0b11
+    raw[10] |= 0b110  # flip the first block's BTYPE bits to 11, reserved in RFC 1951
+    bad.write_bytes(bytes(raw))
+    code = main(["train", "--data", "fashion-mnist", "--data-dir", str(tmp_path), "--out",
+                 str(tmp_path / "runs"), "--model", "tiny_resnet", "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "Traceback" not in err
+    assert err.startswith("excite train: error: cannot read IDX file") and str(bad) in err
 
 
 def _fake_fashion(folder: Path, n_train: int = 40, n_test: int = 20, gz: bool = True) -> dict[str, np.ndarray]:
@@ -127,14 +159,72 @@ def test_fashion_mnist_subsets_are_seeded_and_balanced(tmp_path):
 def test_fashion_mnist_missing_files_names_the_places_searched(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "system")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(ExciteError) as info:
+        load_splits("fashion-mnist", data_dir=None)
+    message = str(info.value)
+    for place in (tmp_path / "system", tmp_path / "xdg" / "excite" / "fashion-mnist"):
+        assert str(place) in message
+    assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_fashion_mnist_without_data_dir_uses_the_system_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "system")
+    _fake_fashion(tmp_path / "system", n_train=30, n_test=10)
+    splits = load_splits("fashion-mnist", data_dir=None)
+    assert len(splits.train) == 30 and len(splits.val) == 10
+
+
+@pytest.mark.parametrize("layout", ["empty", "missing", "three of four", "not a folder"])
+def test_explicit_data_dir_never_falls_back_to_another_copy(tmp_path, monkeypatch, layout):
+    """A wrong --data-dir is an error naming it and the files it lacks, even where a
+    system (or per-user) copy exists."""
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    _fake_fashion(tmp_path / "system", n_train=10, n_test=10)
+    _fake_fashion(tmp_path / "xdg" / "excite" / "fashion-mnist", n_train=10, n_test=10)
     given = tmp_path / "given"
-    given.mkdir()
+    if layout == "empty":
+        given.mkdir()
+    elif layout == "three of four":
+        _fake_fashion(given, n_train=10, n_test=10)
+        (given / "t10k-labels-idx1-ubyte.gz").unlink()
+    elif layout == "not a folder":
+        given.write_text("a file")
     with pytest.raises(ExciteError) as info:
         load_splits("fashion-mnist", data_dir=given)
     message = str(info.value)
-    for place in (given, given / "fashion-mnist", tmp_path / "system", tmp_path / "xdg" / "excite" / "fashion-mnist"):
-        assert str(place) in message
-    assert "apt-get install dataset-fashion-mnist" in message
+    assert str(given) in message and "\n" not in message
+    assert str(tmp_path / "system") not in message
+    if layout == "three of four":
+        assert "has no t10k-labels-idx1-ubyte[.gz]" in message
+        assert "train-images-idx3-ubyte[.gz], train-labels" in message  # what it needs, in all
+    elif layout == "empty":
+        assert "has no train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], " in message
+    else:
+        assert ("does not exist" if layout == "missing" else "is not a folder") in message
+
+
+def test_wrong_data_dir_is_a_one_line_cli_error(tmp_path, capsys, monkeypatch):
+    from excite.cli import main
+
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_DIR", tmp_path / "system")
+    _fake_fashion(tmp_path / "system", n_train=10, n_test=10)
+    (tmp_path / "mine").mkdir()
+    code = main(["train", "--data", "fashion-mnist", "--data-dir", str(tmp_path / "mine"), "--out",
+                 str(tmp_path / "runs"), "--model", "tiny_resnet", "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert f"--data-dir) {tmp_path / 'mine'} lacks the IDX files" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("option", "size", "split"), [("train_size", 41, 40), ("val_size", 21, 20)])
+def test_subset_larger_than_the_split_is_an_error(tmp_path, option, size, split):
+    _fake_fashion(tmp_path)  # 40 training and 20 test images
+    with pytest.raises(ValueError, match=rf"{option}={size} is more than the {split} images"):
+        load_splits("fashion-mnist", data_dir=tmp_path, **{option: size})
+    whole = load_splits("fashion-mnist", data_dir=tmp_path, **{option: split})  # all of it is fine
+    assert len(whole.train if option == "train_size" else whole.val) == split
 
 
 def test_fashion_mnist_rejects_wrong_image_size(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,9 @@ def read_idx(path: str | Path) -> np.ndarray:
         An array with the file's dimensions, in native byte order.
 
     Raises:
-        ExciteError: the file is not IDX (bad magic number, unknown type code), or its
-            size does not match its header (truncated or trailing bytes).
+        ExciteError: the file cannot be read (e.g. a corrupt or truncated ``.gz``), is not
+            IDX (bad magic number, unknown type code), or its size does not match its
+            header (truncated or trailing bytes); the message names the file.
         FileNotFoundError: ``path`` does not exist.
     """
     path = Path(path)
@@ -78,9 +80,9 @@ def read_idx(path: str | Path) -> np.ndarray:
                 raw = f.read()
         else:
             raw = path.read_bytes()
-    except (OSError, EOFError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:  # gzip: bad header/CRC, truncated, bad deflate data
         raise ExciteError(f"cannot read IDX file {path}: {exc}") from exc
     if len(raw) < 4:
         raise ExciteError(f"{path} is not an IDX file: only {len(raw)} bytes")
@@ -114,38 +116,53 @@ def user_data_dir() -> Path:
 
 
 def search_dirs(data_dir: Path | None) -> list[Path]:
-    """Folders searched, in order: ``data_dir`` (and its ``fashion-mnist`` subfolder),
-    :data:`SYSTEM_DIR`, :func:`user_data_dir`."""
-    dirs: list[Path] = []
+    """Folders searched, in order: ``data_dir`` and its ``fashion-mnist`` subfolder when
+    it is given (nothing else: an explicit folder never falls back to another copy);
+    otherwise :data:`SYSTEM_DIR`, then :func:`user_data_dir`."""
     if data_dir is not None:
-        dirs += [data_dir, data_dir / "fashion-mnist"]
-    dirs += [SYSTEM_DIR, user_data_dir()]
-    return dirs
+        return [data_dir, data_dir / "fashion-mnist"]
+    return [SYSTEM_DIR, user_data_dir()]
+
+
+def _files_in(folder: Path) -> dict[str, Path]:
+    """The IDX files (raw or ``.gz``) ``folder`` holds, by :data:`FILES` key."""
+    found: dict[str, Path] = {}
+    for key, stem in FILES.items():
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                found[key] = candidate
+                break
+    return found
 
 
 def find_files(data_dir: Path | None) -> dict[str, Path]:
-    """The four IDX files from the first folder that holds all of them.
-
-    Each file may be raw or ``.gz``.
+    """The four IDX files from the first folder of :func:`search_dirs` that holds all
+    of them. Each file may be raw or ``.gz``.
 
     Raises:
-        ExciteError: no folder holds all four; the message names every folder searched
-            and how to get the files.
+        ExciteError: no folder holds all four. With ``data_dir`` the message names it
+            and the files it lacks; without, every folder searched and how to get the
+            files.
     """
-    looked: list[str] = []
-    for folder in search_dirs(data_dir):
-        found: dict[str, Path] = {}
-        for key, stem in FILES.items():
-            for candidate in (folder / stem, folder / f"{stem}.gz"):
-                if candidate.is_file():
-                    found[key] = candidate
-                    break
-        if len(found) == len(FILES):
-            return found
-        looked.append(str(folder))
+    folders = search_dirs(data_dir)
+    found = [_files_in(folder) for folder in folders]
+    for files in found:
+        if len(files) == len(FILES):
+            return files
     names = ", ".join(f"{stem}[.gz]" for stem in FILES.values())
+    if data_dir is not None:
+        if not data_dir.is_dir():
+            problem = "does not exist" if not data_dir.exists() else "is not a folder"
+            raise ExciteError(f"fashion-mnist: data_dir (--data-dir) {data_dir} {problem}; it must hold {names}")
+        best = max(range(len(folders)), key=lambda i: len(found[i]))
+        missing = ", ".join(f"{FILES[key]}[.gz]" for key in FILES if key not in found[best])
+        raise ExciteError(
+            f"fashion-mnist: data_dir (--data-dir) {data_dir} lacks the IDX files: {folders[best]} has no "
+            f"{missing} (needs all of {names}, in {data_dir} or {data_dir / 'fashion-mnist'}); "
+            "leave out --data-dir to use the system or per-user copy"
+        )
     raise ExciteError(
-        f"fashion-mnist: files not found (need {names}); looked in: {'; '.join(looked)}. "
+        f"fashion-mnist: files not found (need {names}); looked in: {'; '.join(map(str, folders))}. "
         "Get them with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or download "
         "them from https://github.com/zalandoresearch/fashion-mnist into one of those folders "
         "(or pass --data-dir)"
@@ -204,6 +221,12 @@ def build_fashion_mnist(
     convert = _Standardize(scale=1.0 / (255.0 * std), shift=mean / std)
 
     def split(images: np.ndarray, labels: np.ndarray, size: int | None, stream: int) -> StoredDataset:
+        if size is not None and size > len(labels):
+            option, part = ("train_size", "training") if stream == 0 else ("val_size", "test")
+            raise ValueError(
+                f"fashion-mnist: {option}={size} is more than the {len(labels)} images of the {part} "
+                f"split; give at most {len(labels)} (or leave {option} out to use them all)"
+            )
         index = range(len(labels)) if size is None else stratified_subset(labels, size, seed, stream)
         index = np.asarray(list(index), dtype=np.int64)
         items = torch.from_numpy(images[index])
@@ -231,10 +254,10 @@ FASHION_MNIST = register_dataset(
         build=build_fashion_mnist,
         options={
             "train_size": Option(
-                None, Optional(Int(1)), "use a seeded, class-balanced subset of this many training images"
+                None, Optional(Int(1)), "use a seeded, class-balanced subset of this many training images (at most all 60,000)"
             ),
             "val_size": Option(
-                None, Optional(Int(1)), "use a seeded, class-balanced subset of this many test images"
+                None, Optional(Int(1)), "use a seeded, class-balanced subset of this many test images (at most all 10,000)"
             ),
             "normalize": Option(
                 True, Bool(), "standardise pixels with the training set's mean and std (else scale to [0, 1])"
