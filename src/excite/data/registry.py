@@ -189,7 +189,8 @@ def load_splits(
     Args:
         name: one of :func:`list_datasets`.
         data_dir: folder holding the files (folder datasets: required; fashion-mnist:
-            searched first); ignored by the built-in synthetic datasets.
+            the only folder searched when given); ignored by the built-in synthetic
+            datasets.
         val_fraction: share of samples held out for validation when the dataset has no
             split of its own (folders); sizes the synthetic validation set when its
             ``val_size`` is not given. Must be in (0, 1).

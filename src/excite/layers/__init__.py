@@ -7,8 +7,12 @@ which options" once into an :class:`AttentionFactory` with :func:`attention_fact
 
 from __future__ import annotations
 
+from .bam import BAM
 from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .coordinate import CoordinateAttention
 from .eca import ECA, eca_kernel_size
+from .effective_se import EffectiveSqueezeExcite
+from .efficient_local import EfficientLocalAttention
 from .factory import (
     NO_ATTENTION,
     AttentionFactory,
@@ -17,21 +21,45 @@ from .factory import (
     reset_attention,
     resolve_attention,
 )
+from .fca import MultiSpectralAttention
+from .gather_excite import GatherExcite
+from .gct import GCT
+from .global_context import GlobalContext
+from .non_local import NonLocal
 from .registry import create_attention, list_attention, register_attention
 from .scse import SCSE, SpatialSqueezeExcite
+from .selective_kernel import SelectiveKernel
+from .simam import SimAM
+from .srm import SRM
 from .squeeze_excite import SqueezeExcite
+from .strip_pooling import StripPooling
+from .triplet import TripletAttention
 
 __all__ = [
     "NO_ATTENTION",
     "AttentionFactory",
     "AttentionLike",
+    "BAM",
     "CBAM",
     "ECA",
+    "GCT",
     "SCSE",
+    "SRM",
     "ChannelAttention",
+    "CoordinateAttention",
+    "EffectiveSqueezeExcite",
+    "EfficientLocalAttention",
+    "GatherExcite",
+    "GlobalContext",
+    "MultiSpectralAttention",
+    "NonLocal",
+    "SelectiveKernel",
+    "SimAM",
     "SpatialAttention",
     "SpatialSqueezeExcite",
     "SqueezeExcite",
+    "StripPooling",
+    "TripletAttention",
     "attention_factory",
     "create_attention",
     "eca_kernel_size",

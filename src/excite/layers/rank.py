@@ -96,3 +96,54 @@ def global_avg_pool(x: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
 def global_max_pool(x: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
     """Maximum over all spatial axes via ``amax`` (deterministic, exportable)."""
     return x.amax(spatial_axes(x.ndim), keepdim=keepdim)
+
+
+# --- per-axis helpers (coordinate, strip, ELA, triplet attention; gather-excite) ---------
+
+
+def pool_except(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Strip pooling: average over every spatial axis except ``axis``.
+
+    (N, C, *spatial) -> (N, C, spatial[axis]), e.g. for (N, C, T, H, W) and ``axis=3``
+    the per-row means over T and W, shape (N, C, H). ``axis`` is a tensor dimension, one
+    of :func:`spatial_axes`. A 1D input has no other axis and is returned as it is.
+    Accumulates in float32 for fp16/bf16 (:func:`stable_mean`).
+    """
+    others = tuple(a for a in spatial_axes(x.ndim) if a != axis)
+    if len(others) == x.ndim - 2:
+        raise ValueError(f"axis must be one of {spatial_axes(x.ndim)}, got {axis!r}")
+    return stable_mean(x, others) if others else x
+
+
+def expand_axis(t: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
+    """The inverse layout of :func:`pool_except`: a per-position sequence (N, C', S) as a
+    tensor of rank ``ndim`` that broadcasts along every other spatial axis,
+    (N, C', 1, …, S, …, 1) with S at dimension ``axis`` (a view, no copy)."""
+    shape = [t.shape[0], t.shape[1]] + [1] * (ndim - 2)
+    shape[axis] = t.shape[2]
+    return t.reshape(shape)
+
+
+_AVG_POOL_FN = {
+    1: nn.functional.avg_pool1d,
+    2: nn.functional.avg_pool2d,
+    3: nn.functional.avg_pool3d,
+}
+
+
+def avg_pool(
+    x: torch.Tensor,
+    kernel_size: int | tuple[int, ...],
+    *,
+    stride: int | tuple[int, ...],
+    padding: int | tuple[int, ...] = 0,
+    count_include_pad: bool = True,
+) -> torch.Tensor:
+    """Windowed average pooling of an (N, C, *spatial) tensor of any rank
+    (``F.avg_pool1d/2d/3d``), accumulated in float32 for fp16/bf16 input; the result has
+    ``x.dtype``."""
+    pool = _AVG_POOL_FN[check_spatial_dims(x.ndim - 2, name="x.ndim - 2")]
+    source = x.float() if x.dtype in _HALF_DTYPES else x
+    out = pool(source, kernel_size, stride=stride, padding=padding,
+               count_include_pad=count_include_pad)
+    return out.to(x.dtype)
