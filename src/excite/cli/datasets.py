@@ -12,7 +12,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="List the datasets `excite train --data NAME` accepts. With NAME, show its "
         "options (pass them as --data-option key=value).",
     )
-    p.add_argument("name", nargs="?", help="a dataset name: show its options and defaults")
+    p.add_argument("name", nargs="?",
+                   help="a dataset name: show its options and defaults (default: list all datasets)")
     p.set_defaults(func=run)
 
 
@@ -31,6 +32,7 @@ def _format_default(value: object) -> str:
 def run(args: argparse.Namespace) -> int:
     from excite.data import list_datasets
     from excite.data.registry import get_spec
+    from excite.engine.config import DEFAULT_DATA_OPTIONS
 
     if args.name is None:
         specs = [get_spec(name) for name in list_datasets()]
@@ -49,9 +51,18 @@ def run(args: argparse.Namespace) -> int:
         print("  needs --data-dir (a folder with one subfolder per class)")
     if spec.extras:
         print(f"  needs: {', '.join(spec.extras)} (pip install 'excite[data]')")
-    print("options (--data-option key=value):")
+    train_defaults = DEFAULT_DATA_OPTIONS.get(spec.name, {})
+    print("options (--data-option KEY=VALUE):")
     width = max((len(key) for key in spec.options), default=0)
     for key, option in spec.options.items():
-        print(f"  {key.ljust(width)}  default {_format_default(option.default)}: {option.help}")
+        default = _format_default(option.default)
+        if key in train_defaults and train_defaults[key] != option.default:
+            default = (f"{_format_default(train_defaults[key])} for excite train, "
+                       f"{default} for excite.data.load_splits")
+        print(f"  {key.ljust(width)}  default {default}: {option.help}")
         print(f"  {' ' * width}  type: {option.kind.describe()}")
+    if any(train_defaults.get(key, option.default) != option.default for key, option in spec.options.items()):
+        print("`excite train` (and compare) start from their own defaults for "
+              + ", ".join(f"{k}={_format_default(v)}" for k, v in train_defaults.items())
+              + "; --data-option overrides them")
     return 0
