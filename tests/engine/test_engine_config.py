@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from excite.engine.config import TrainConfig, dump_yaml, load_yaml
-from excite.engine.train import lr_factor
+from excite.engine.schedule import lr_factor
 from excite.errors import ExciteError
 
 

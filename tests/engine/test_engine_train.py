@@ -184,18 +184,18 @@ class _FakeTTY(io.StringIO):
 
 
 def test_progress_bar_on_a_tty_and_plain_lines_otherwise(monkeypatch) -> None:
-    from excite.engine.train import _Progress
+    from excite.engine.progress import Progress
 
     tty = _FakeTTY()
     monkeypatch.setattr(sys, "stderr", tty)
-    bar = _Progress(enabled=True, quiet=False, log=print)
+    bar = Progress(enabled=True, quiet=False, log=print)
     assert bar.use_bar
     bar.start_epoch(0, 2, total=3, done=0)
     bar.step(loss=0.6931, acc=0.5, samples_per_s=123.4)
     bar.end_epoch()
     text = tty.getvalue()
     assert "epoch 1/2" in text and "loss=0.6931" in text and "acc=0.500" in text and "sps=123.4" in text
-    assert not _Progress(enabled=True, quiet=True, log=print).use_bar  # --quiet
+    assert not Progress(enabled=True, quiet=True, log=print).use_bar  # --quiet
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    assert not _Progress(enabled=True, quiet=False, log=print).use_bar  # not a TTY
-    assert not _Progress(enabled=False, quiet=False, log=print).use_bar  # rank != 0
+    assert not Progress(enabled=True, quiet=False, log=print).use_bar  # not a TTY
+    assert not Progress(enabled=False, quiet=False, log=print).use_bar  # rank != 0

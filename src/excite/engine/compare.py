@@ -18,7 +18,9 @@ from typing import Any
 
 from excite.engine import reports
 from excite.engine.builders import build_splits, check_names
-from excite.engine.config import TrainConfig, canonical_attention, load_yaml
+from excite.engine.checkpoint import atomic_write_text
+from excite.engine.config import TrainConfig, canonical_attention
+from excite.engine.rundir import RunDirectory
 from excite.engine.train import fit
 
 CSV_COLUMNS = (
@@ -46,35 +48,33 @@ def run_compare(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[in
             done += 1
             name = f"{attention}-s{seed}"
             config = dataclasses.replace(_variant(base, attention), seed=seed, name=name, out=str(out))
-            run_dir = out / name
-            summary_path = run_dir / "summary.json"
-            status = reports.read_json(summary_path).get("status") if summary_path.is_file() else None
-            if status == "finished" and _same_config(run_dir, config):
+            run = RunDirectory(out / name)
+            summary = run.read_summary()
+            status = summary.get("status") if summary is not None else None
+            if summary is not None and status == "finished" and _same_config(run, config):
                 log(f"[{done}/{total}] {name}: finished earlier, skipped")
-                summaries[attention].append(reports.read_json(summary_path))
+                summaries[attention].append(summary)
                 continue
-            resume = status in ("interrupted", "running") and (run_dir / "state.pt").is_file() \
-                and _same_config(run_dir, config)
+            resume = status in ("interrupted", "running") and run.has_state() and _same_config(run, config)
             log(f"[{done}/{total}] {name}: {'resuming' if resume else 'training'}")
             if splits is None:
                 splits = build_splits(config)
-            summaries[attention].append(fit(config, splits=splits, run_dir=run_dir, resume=resume, log=log))
+            summaries[attention].append(fit(config, splits=splits, run_dir=run.path, resume=resume, log=log))
     rows = [_row(a, summaries[a]) for a in attentions]
     title = f"{base.model} on {base.data}, {base.epochs} epochs, {len(seeds)} seed(s)"
     out.mkdir(parents=True, exist_ok=True)
     reports.write_csv(out / "compare.csv", rows, CSV_COLUMNS)
     markdown = format_markdown(rows, title)
-    from excite.engine.checkpoint import atomic_write_text
-
     atomic_write_text(out / "compare.md", markdown)
     reports.plot_compare(out / "compare.png", rows, title)
     log(markdown)
     return rows
 
 
-def _same_config(run_dir: Path, config: TrainConfig) -> bool:
+def _same_config(run: RunDirectory, config: TrainConfig) -> bool:
+    """The run's saved config equals ``config`` in every field that defines the experiment."""
     try:
-        saved = load_yaml(run_dir / "config.yaml")
+        saved = run.read_config_values()
     except Exception:
         return False
     mine = config.to_dict()

@@ -14,13 +14,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from excite.engine import checkpoint as ckpt
 from excite.engine import reports
+from excite.engine.batches import autocast, make_loader, to_device
 from excite.engine.builders import build_model, build_splits, check_model_fits, check_names
-from excite.engine.config import TrainConfig, load_yaml
+from excite.engine.config import TrainConfig
+from excite.engine.distributed import DistContext
 from excite.engine.metrics import ClassificationMeter
+from excite.engine.rundir import RunDirectory
 from excite.errors import ExciteError
 
 
@@ -46,13 +49,58 @@ class EvalResult:
         }
 
 
+def evaluation_loop(model: nn.Module, dataset: Dataset, *, num_classes: int, batch_size: int,
+                    device: torch.device, workers: int = 0, amp: torch.dtype | None = None,
+                    memory_format: torch.memory_format = torch.preserve_format,
+                    dist: DistContext | None = None, seed: int = 0) -> ClassificationMeter:
+    """Loss, accuracy and confusion sums of ``model`` (eval mode, no grad) over ``dataset``.
+
+    The one evaluation loop: :func:`evaluate` (``excite eval``) and the validation after
+    every training epoch both run it. The loss is the plain cross-entropy
+    ``-log softmax(z)_y`` (no label smoothing), averaged over samples.
+
+    Args:
+        model: classifier returning logits z of shape (N, K), already on ``device``.
+        dataset: map-style dataset of (x, y); x of shape (C, *spatial), y an int label.
+        num_classes: K.
+        batch_size: batch size of each process.
+        device: where ``model`` is.
+        workers: DataLoader workers.
+        amp: autocast dtype (``None``: full precision).
+        memory_format: memory format of the input batches.
+        dist: the processes to split the work over: rank r evaluates samples r, r + N, ...
+            and the sums are all-reduced, so every rank gets the totals. ``None``: this
+            process evaluates everything.
+        seed: seed of the loader's own generator (worker seeds), so evaluating never draws
+            from the global RNG.
+
+    Returns:
+        A :class:`ClassificationMeter` holding the totals over ``dataset``.
+    """
+    rank, world_size = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    indices = range(rank, len(dataset), world_size)  # type: ignore[arg-type]
+    loader = make_loader(dataset, indices, batch_size=batch_size, workers=workers, device=device,
+                         seed=seed)
+    meter = ClassificationMeter(num_classes)
+    model.eval()
+    with torch.no_grad():
+        for x, y in loader:
+            x, y = to_device(x, y, device, memory_format)
+            with autocast(device, amp):
+                logits = model(x)
+            meter.update(logits, y, float(nn.functional.cross_entropy(logits.float(), y)))
+    if dist is not None and dist.distributed:
+        meter.all_reduce()
+    return meter
+
+
 def evaluate(model: nn.Module, dataset: Dataset, *, num_classes: int,
              class_names: list[str] | None = None, batch_size: int = 64,
              device: str | torch.device = "cpu", workers: int = 0) -> EvalResult:
     """Run ``model`` (eval mode, no grad) over ``dataset`` of (x, y) items.
 
     Args:
-        model: classifier returning logits of shape (N, num_classes).
+        model: classifier returning logits of shape (N, num_classes); moved to ``device``.
         dataset: map-style dataset; x of shape (C, *spatial), y an int label.
         num_classes: K.
         class_names: names for reports (default ``"0" .. "K-1"``).
@@ -64,14 +112,8 @@ def evaluate(model: nn.Module, dataset: Dataset, *, num_classes: int,
         An :class:`EvalResult`.
     """
     device = torch.device(device)
-    model = model.to(device).eval()
-    meter = ClassificationMeter(num_classes)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    with torch.no_grad():
-        for x, y in loader:
-            x, y = x.to(device).float(), y.to(device).long()
-            logits = model(x)
-            meter.update(logits, y, float(nn.functional.cross_entropy(logits.float(), y)))
+    meter = evaluation_loop(model.to(device), dataset, num_classes=num_classes,
+                            batch_size=batch_size, device=device, workers=workers)
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
     return EvalResult(meter.loss, meter.accuracy, meter.top5, meter.per_class_accuracy(),
                       meter.confusion, meter.count, names)
@@ -96,12 +138,8 @@ def write_eval(out_dir: str | Path, result: EvalResult, extra: dict[str, Any] | 
 
 
 def load_run_config(run_dir: str | Path) -> TrainConfig:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ExciteError(f"run directory not found: {run_dir}")
-    if not (run_dir / "config.yaml").is_file():
-        raise ExciteError(f"{run_dir} is not an excite run directory (no config.yaml)")
-    return TrainConfig.from_dict(load_yaml(run_dir / "config.yaml"))
+    """The :class:`TrainConfig` a run was trained with (its ``config.yaml``)."""
+    return RunDirectory(run_dir).read_config()
 
 
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None,
@@ -117,11 +155,10 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, data_dir: str 
         ExciteError: not a run directory, missing or corrupt weights.
         ValueError: unknown dataset, or a dataset the model does not fit.
     """
-    if checkpoint not in ("best", "last"):
-        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    weights = run_dir / (ckpt.BEST_WEIGHTS if checkpoint == "best" else ckpt.LAST_WEIGHTS)
+    run = RunDirectory(run_dir)
+    weights = run.weights_path(checkpoint)
+    run_dir = run.path
+    config = run.read_config()
     if not weights.is_file():
         raise ExciteError(f"no {checkpoint} weights in {run_dir} (expected {weights.name}); "
                           "the run has not finished an epoch")
@@ -138,7 +175,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, data_dir: str 
     splits = build_splits(eval_config)
     info = splits.info
     # The model is built for the run's own data (its classes/channels/rank)...
-    train_info = info if eval_config.data == config.data else _run_info(run_dir, config)
+    train_info = info if eval_config.data == config.data else _run_info(run, config)
     torch.manual_seed(config.seed)
     model = build_model(config, train_info)
     ckpt.load_model_weights(model, weights)
@@ -161,11 +198,10 @@ class _Info:
     spatial_dims: int
 
 
-def _run_info(run_dir: Path, config: TrainConfig) -> _Info:
+def _run_info(run: RunDirectory, config: TrainConfig) -> _Info:
     """Classes/channels/rank the run was trained with (from its summary.json)."""
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        raise ExciteError(f"{run_dir} has no summary.json; cannot rebuild its model for other data")
-    summary = reports.read_json(path)
+    summary = run.read_summary()
+    if summary is None:
+        raise ExciteError(f"{run.path} has no summary.json; cannot rebuild its model for other data")
     shape = summary["input_shape"]
     return _Info(config.data, int(summary["num_classes"]), int(shape[0]), len(shape) - 1)

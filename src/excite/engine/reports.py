@@ -58,10 +58,10 @@ def versions() -> dict[str, str]:
     import numpy
     import torch
 
-    import excite
+    from excite import __version__
 
     return {
-        "excite": excite.__version__,
+        "excite": __version__,
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "python": sys.version.split()[0],
