@@ -113,7 +113,7 @@ def test_yaml_syntax_error_in_an_option_names_flag_line_and_column(capsys):
     assert exc.value.code == 2 and "\n" not in err
     # "[7, 7" ends (column 6) before its "]": the flag, the text, the position
     assert err.startswith("excite profile: error: argument --attention-option: kernel_size=[7, 7: ")
-    assert "line 1, column 6" in err
+    assert "the value is not valid YAML at line 1, column 6: " in err
 
 
 def test_output_into_a_closed_pipe_exits_quietly():

@@ -21,10 +21,14 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
         help="time SE/CBAM: textbook vs torch.compile vs fused (needs a source checkout)",
-        description=__doc__.split("\n\n")[0],
+        description="Run a benchmark script of a source checkout, from the repository root: "
+        "`excite bench SUITE ARGS...` is `python -m benchmarks.SUITE ARGS...` "
+        "(`excite bench SUITE --help` lists the script's own flags). See docs/benchmarks.md.",
     )
-    p.add_argument("suite", choices=SUITES, help="attention: standalone blocks; training: backbones")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to python -m benchmarks.<suite>")
+    p.add_argument("suite", choices=SUITES, metavar="SUITE",
+                   help="attention: the attention blocks on their own; training: training steps of backbones")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                   help="the script's own flags, passed unchanged (default: none, the script's defaults)")
     p.set_defaults(func=run)
 
 

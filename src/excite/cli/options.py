@@ -45,7 +45,7 @@ def parse_value(text: str) -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"not valid YAML, {describe_yaml_error(exc)}") from None
+        raise ValueError(f"the value is not valid YAML at {describe_yaml_error(exc)}") from None
     if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(text.strip()):
         return float(text)
     return value
@@ -64,7 +64,8 @@ def parse_key_value(text: str) -> tuple[str, Any]:
     try:
         return key, parse_value(value)
     except ValueError as exc:
-        raise ValueError(f"{text}: {exc}; to pass a string, quote it: {key}=\"'{value}'\"") from None
+        hint = "" if "'" in value or '"' in value else f"; to pass a string, quote it: {key}=\"'{value}'\""
+        raise ValueError(f"{text}: {exc}{hint}") from None
 
 
 def key_value(text: str) -> tuple[str, Any]:
