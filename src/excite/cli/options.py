@@ -115,7 +115,7 @@ def add_option_flag(
             one-line deprecation warning and append to the same list.
     """
     action = parser.add_argument(flag, action="append", type=key_value, metavar="KEY=VALUE",
-                                 help=f"{help}; repeatable")
+                                 help=f"{help}; repeatable (default: none)")
     for old in deprecated:
         parser.add_argument(old, action=_DeprecatedAlias, new=flag, dest=action.dest, type=key_value,
                             metavar="KEY=VALUE", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

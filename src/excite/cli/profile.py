@@ -19,7 +19,8 @@ def add_parser(subparsers: Any) -> None:
             "bytes autograd saves for backward in one training step."
         ),
     )
-    p.add_argument("name", help="model name (see `excite profile --list`)", nargs="?")
+    p.add_argument("name", nargs="?",
+                   help="model name (see `excite profile --list`); no default: required unless --list")
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
     p.add_argument("--attention", default=None,
                    help="attention family, e.g. se, cbam, eca, or none (default: the model's own, "
