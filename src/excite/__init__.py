@@ -31,11 +31,17 @@ _EXPORTS: dict[str, str] = {
     "list_models": "excite.models",
     # side tools
     "profile": "excite.profiling",
+    # users' own models and weights
+    "attach_attention": "excite.interop",
+    "inflate": "excite.interop",
+    "convert_state_dict": "excite.interop",
+    "AttachReport": "excite.interop",
 }
 
 # subpackages and modules reachable as attributes (``excite.models.create_model``)
 _SUBMODULES = frozenset({
-    "checks", "cli", "data", "engine", "errors", "kernels", "layers", "models", "profiling",
+    "checks", "cli", "data", "engine", "errors", "interop", "kernels", "layers", "models",
+    "profiling",
 })
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

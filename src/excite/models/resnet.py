@@ -58,11 +58,14 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "ConvBuilder",
+    "Conv3DInflated",
     "ConvNd",
     "PadShortcut",
+    "ATTENTION_INITS",
     "ResNet",
     "SHORTCUTS",
     "STEM_TYPES",
+    "ScaledAttention",
 ]
 
 #: shortcut of a block whose shape changes (see :class:`ResNet`)
@@ -133,6 +136,58 @@ class ConvNd:
         return f"ConvNd(kernel_size={self.kernel_size})"
 
 
+class Conv3DInflated:
+    """Builder of a t x k x k convolution with stride (1, s, s): I3D's inflated k x k.
+
+    Carreira & Zisserman, "Quo Vadis, Action Recognition?", CVPR 2017: a 2D network's
+    k x k filters become t x k x k; the temporal axis keeps its length (stride 1,
+    padding t // 2), so a clip of identical frames gives every frame the 2D features
+    (:func:`excite.inflate`). ``time_kernel=1`` is MC3's space-only convolution.
+
+    Args:
+        time_kernel: t, odd >= 1.
+        kernel_size: k, odd >= 1 (the 2D kernel).
+    """
+
+    def __init__(self, time_kernel: int = 3, kernel_size: int = 3) -> None:
+        for name, value in (("time_kernel", time_kernel), ("kernel_size", kernel_size)):
+            check_positive_int(value, name=name)
+            if value % 2 == 0:
+                raise ValueError(f"{name} must be odd (for 'same' padding), got {value!r}")
+        self.time_kernel = time_kernel
+        self.kernel_size = kernel_size
+
+    def __call__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int,
+        groups: int,
+        spatial_dims: int,
+        block_channels: tuple[int, int],
+    ) -> nn.Module:
+        del block_channels
+        if spatial_dims != 3:
+            raise ValueError(f"Conv3DInflated needs spatial_dims=3, got {spatial_dims!r}")
+        t, k = self.time_kernel, self.kernel_size
+        return nn.Conv3d(
+            in_channels,
+            out_channels,
+            kernel_size=(t, k, k),
+            stride=(1, stride, stride),
+            padding=(t // 2, k // 2, k // 2),
+            groups=groups,
+            bias=False,
+        )
+
+    def downsample_stride(self, stride: int, spatial_dims: int) -> tuple[int, ...]:
+        return (1, stride, stride)
+
+    def __repr__(self) -> str:
+        return f"Conv3DInflated(time_kernel={self.time_kernel}, kernel_size={self.kernel_size})"
+
+
 class PadShortcut(nn.Module):
     """Parameter-free shortcut: subsample by ``stride`` and zero-pad the new channels.
 
@@ -174,6 +229,40 @@ def _check_position(attention_position: str) -> str:
             f"attention_position must be one of {ATTENTION_POSITIONS}, got {attention_position!r}"
         )
     return attention_position
+
+
+#: how attention starts (see :class:`ScaledAttention`)
+ATTENTION_INITS = ("default", "identity")
+
+
+class ScaledAttention(nn.Module):
+    """Attention blended in by a learnable scalar: ``y = x + alpha * (module(x) - x)``.
+
+    With ``alpha = 0`` (the default) the output is exactly ``x``: a network that gets this
+    module computes what it computed without attention, and training moves ``alpha``
+    away from 0 (at ``alpha = 0`` only ``alpha`` itself has a non-zero gradient,
+    ``dL/dalpha = <dL/dy, module(x) - x>``; the attention's own parameters start
+    learning once ``alpha != 0``). ``alpha = 1`` is the plain ``module(x)``. Works for any
+    attention module that keeps the input's shape. Used by ``attention_init="identity"``
+    and :func:`excite.attach_attention` with ``init="identity"``.
+
+    Args:
+        module: the attention module (its state-dict keys sit under ``module.``).
+        alpha: the initial scale.
+
+    Attributes:
+        alpha: the scale, a 0-dim ``nn.Parameter``.
+    """
+
+    def __init__(self, module: nn.Module, *, alpha: float = 0.0) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be an nn.Module, got {module!r}")
+        self.module = module
+        self.alpha = nn.Parameter(torch.tensor(float(alpha)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.alpha * (self.module(x) - x)
 
 
 class _ResidualBlock(nn.Module):
@@ -330,7 +419,10 @@ class Bottleneck(_ResidualBlock):
         width = int(planes * (base_width / 64.0)) * groups
         out_channels = planes * self.expansion
         stride_1x1, stride_kxk = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = conv(in_channels, width, kernel_size=1, stride=stride_1x1, bias=False)
+        self.conv1 = conv(
+            in_channels, width, kernel_size=1,
+            stride=builder.downsample_stride(stride_1x1, spatial_dims), bias=False,
+        )
         self.bn1 = norm(width)
         self.conv2 = builder(
             width, width, stride=stride_kxk, groups=groups, spatial_dims=spatial_dims,
@@ -387,6 +479,36 @@ def _shortcut(
     )
 
 
+def _time_kernels(time_kernel: int | Mapping[str, int], num_stages: int) -> tuple[int, list[int]]:
+    """``time_kernel`` (an int or a mapping) -> (stem t, [t of each stage])."""
+    stage_keys = [f"layer{i}" for i in range(1, num_stages + 1)]
+    if isinstance(time_kernel, Mapping):
+        allowed = ["stem", *stage_keys, "*"]
+        unknown = sorted(str(k) for k in time_kernel if k not in allowed)
+        if unknown:
+            raise ValueError(
+                f"time_kernel keys must be among {allowed}, got {unknown} in {dict(time_kernel)!r}"
+            )
+        default = time_kernel.get("*", 3)
+        values = {key: time_kernel.get(key, default) for key in ["stem", *stage_keys]}
+    else:
+        values = {key: time_kernel for key in ["stem", *stage_keys]}
+    for key, t in values.items():
+        check_positive_int(t, name=f"time_kernel[{key!r}]")
+        if t % 2 == 0:
+            raise ValueError(f"time_kernel must be odd (for 'same' padding), got {t} for {key!r}")
+    return values["stem"], [values[key] for key in stage_keys]
+
+
+def _inflated(builder: Any, time_kernel: int) -> ConvBuilder:
+    """The I3D twin of a plain :class:`ConvNd` builder."""
+    if type(builder) is not ConvNd or not isinstance(builder.kernel_size, int):
+        raise ValueError(
+            f"time_kernel needs the plain ConvNd conv builders, got {builder!r}"
+        )
+    return Conv3DInflated(time_kernel, builder.kernel_size)
+
+
 class ResNet(nn.Module):
     """Rank-generic ResNet / ResNeXt / wide ResNet with an attention switch.
 
@@ -438,6 +560,18 @@ class ResNet(nn.Module):
         attention_kwargs: options merged into the factory (every attention module).
         attention_position: "standard", "pre", "post" or "identity" (module docstring).
         attention_stages: 1-based stages that get attention (default: all).
+        attention_init: "default" (each module's own init) or "identity": every
+            attention module is wrapped in :class:`ScaledAttention` with alpha = 0, so
+            the network starts computing exactly what it does without attention (keys
+            ``…attention.module.*`` and ``…attention.alpha``; the layout of
+            :func:`excite.attach_attention` with ``init="identity"``).
+        time_kernel: 3D only, I3D's layout (Carreira & Zisserman 2017), the target of
+            :func:`excite.inflate`: every k x k convolution becomes t x k x k and nothing
+            strides in time (stem t x k x k with stride (1, s, s), max-pool 1 x 3 x 3
+            with stride (1, 2, 2), blocks and shortcuts stride (1, s, s)); the stem and
+            pool settings are then given for the two spatial axes. An odd int t, or a
+            mapping with keys "stem", "layer1" … "layerS" and "*" (the rest, default 3).
+            Needs the plain :class:`ConvNd` builders.
         zero_init_residual: zero the last BatchNorm weight of every residual branch.
         fc_init_std: if given, ``fc.weight ~ N(0, std)`` and zero bias (video ResNets use
             0.01); else PyTorch's default Linear init.
@@ -479,6 +613,8 @@ class ResNet(nn.Module):
         attention_kwargs: Mapping[str, Any] | None = None,
         attention_position: str = "standard",
         attention_stages: Sequence[int] | None = None,
+        attention_init: str = "default",
+        time_kernel: int | Mapping[str, int] | None = None,
         zero_init_residual: bool = False,
         fc_init_std: float | None = None,
     ) -> None:
@@ -538,6 +674,7 @@ class ResNet(nn.Module):
                 )
         if stem_kernel_size is None:
             stem_kernel_size = 3 if stem_type == "deep" else 7
+        check_choice(attention_init, ATTENTION_INITS, name="attention_init")
 
         self.build_options: dict[str, Any] = {
             "block": block, "layers": layers, "num_classes": num_classes,
@@ -551,8 +688,26 @@ class ResNet(nn.Module):
             "shortcut": shortcut, "stride_in_1x1": stride_in_1x1, "attention": factory,
             "attention_position": attention_position,
             "attention_stages": tuple(sorted(stages_with_attention)),
+            "attention_init": attention_init, "time_kernel": time_kernel,
             "zero_init_residual": zero_init_residual, "fc_init_std": fc_init_std,
         }
+        if time_kernel is not None:  # I3D layout: (t, k, k) kernels, no temporal stride
+            if spatial_dims != 3:
+                raise ValueError(
+                    f"time_kernel is for 3D models (I3D layout), got spatial_dims={spatial_dims}"
+                )
+            if stem_conv is not None:
+                raise ValueError("time_kernel cannot be combined with a custom stem_conv")
+            t_stem, t_stages = _time_kernels(time_kernel, len(layers))
+            stem_kernel_size = (t_stem, *ntuple(stem_kernel_size, 2, name="stem_kernel_size"))
+            stem_stride = (1, *ntuple(stem_stride, 2, name="stem_stride"))
+            if stem_padding is not None:
+                stem_padding = (t_stem // 2, *ntuple(stem_padding, 2, name="stem_padding"))
+            stem_pool_kernel_size = (
+                1, *ntuple(stem_pool_kernel_size, 2, name="stem_pool_kernel_size")
+            )
+            stem_pool_stride = (1, *ntuple(stem_pool_stride, 2, name="stem_pool_stride"))
+            builders = tuple(_inflated(b, t) for b, t in zip(builders, t_stages))
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -651,6 +806,12 @@ class ResNet(nn.Module):
         self._init_weights(zero_init_residual=zero_init_residual, fc_init_std=fc_init_std)
         for module in attention_modules:  # each family's own init wins over the loop above
             reset_attention(module)
+        if attention_init == "identity":
+            for owner in (*self.modules(),):
+                current = owner._modules.get("attention")
+                if isinstance(owner, (_ResidualBlock, nn.Sequential)) and current is not None \
+                        and not isinstance(current, (nn.Identity, ScaledAttention)):
+                    owner.attention = ScaledAttention(current)
 
     def stages(self) -> list[nn.Sequential]:
         """``[layer1, …, layerS]``."""

@@ -23,9 +23,8 @@ from typing import Any
 
 from torch import nn
 
-from excite.checks import check_positive_int
 from excite.layers.factory import AttentionLike
-from excite.models.resnet import BasicBlock, ConvNd, ResNet
+from excite.models.resnet import BasicBlock, Conv3DInflated, ConvNd, ResNet
 
 __all__ = ["Conv2Plus1D", "Conv3DInflated", "Conv3DNoTemporal", "mc3_18", "r2plus1d_18", "r3d_18"]
 
@@ -33,57 +32,6 @@ __all__ = ["Conv2Plus1D", "Conv3DInflated", "Conv3DNoTemporal", "mc3_18", "r2plu
 def _check_3d(spatial_dims: int) -> None:
     if spatial_dims != 3:
         raise ValueError(f"video conv builders need spatial_dims=3, got {spatial_dims!r}")
-
-
-class Conv3DInflated:
-    """Builder of a t x k x k convolution with stride (1, s, s): I3D's inflated k x k.
-
-    Carreira & Zisserman, "Quo Vadis, Action Recognition?", CVPR 2017: a 2D network's
-    k x k filters become t x k x k; the temporal axis keeps its length (stride 1,
-    padding t // 2), so a clip of identical frames gives every frame the 2D features
-    (:func:`excite.inflate`). ``time_kernel=1`` is MC3's space-only convolution.
-
-    Args:
-        time_kernel: t, odd >= 1.
-        kernel_size: k, odd >= 1 (the 2D kernel).
-    """
-
-    def __init__(self, time_kernel: int = 3, kernel_size: int = 3) -> None:
-        for name, value in (("time_kernel", time_kernel), ("kernel_size", kernel_size)):
-            check_positive_int(value, name=name)
-            if value % 2 == 0:
-                raise ValueError(f"{name} must be odd (for 'same' padding), got {value!r}")
-        self.time_kernel = time_kernel
-        self.kernel_size = kernel_size
-
-    def __call__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        stride: int,
-        groups: int,
-        spatial_dims: int,
-        block_channels: tuple[int, int],
-    ) -> nn.Module:
-        del block_channels
-        _check_3d(spatial_dims)
-        t, k = self.time_kernel, self.kernel_size
-        return nn.Conv3d(
-            in_channels,
-            out_channels,
-            kernel_size=(t, k, k),
-            stride=(1, stride, stride),
-            padding=(t // 2, k // 2, k // 2),
-            groups=groups,
-            bias=False,
-        )
-
-    def downsample_stride(self, stride: int, spatial_dims: int) -> tuple[int, ...]:
-        return (1, stride, stride)
-
-    def __repr__(self) -> str:
-        return f"Conv3DInflated(time_kernel={self.time_kernel}, kernel_size={self.kernel_size})"
 
 
 class Conv3DNoTemporal(Conv3DInflated):
