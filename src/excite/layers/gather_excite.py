@@ -181,7 +181,7 @@ class GatherExcite(nn.Module):
         if self.extent is None:
             return global_avg_pool(x, keepdim=True)
         e = self.extent
-        return avg_pool(x, 2 * e - 1, stride=e, padding=e - 1, count_include_pad=False)
+        return avg_pool(x, 2 * e - 1, stride=e, padding=e - 1)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The excitation map ``sigma(interp(xi_G(x)))`` for input (N, C, *spatial):

@@ -133,17 +133,22 @@ _AVG_POOL_FN = {
 
 def avg_pool(
     x: torch.Tensor,
-    kernel_size: int | tuple[int, ...],
+    kernel_size: int,
     *,
-    stride: int | tuple[int, ...],
-    padding: int | tuple[int, ...] = 0,
-    count_include_pad: bool = True,
+    stride: int,
+    padding: int = 0,
 ) -> torch.Tensor:
-    """Windowed average pooling of an (N, C, *spatial) tensor of any rank
-    (``F.avg_pool1d/2d/3d``), accumulated in float32 for fp16/bf16 input; the result has
-    ``x.dtype``."""
+    """Windowed average pooling of an (N, C, *spatial) tensor of any rank: the mean of
+    the in-bounds positions of every ``kernel_size^d`` window, windows every ``stride``
+    positions over the input padded by ``padding`` on each side (the padding is not
+    counted, like ``count_include_pad=False``). Unlike ``F.avg_pool3d`` it accepts a
+    window larger than the input (a small late-stage map). Accumulates in float32 for
+    fp16/bf16 input; the result has ``x.dtype``."""
     pool = _AVG_POOL_FN[check_spatial_dims(x.ndim - 2, name="x.ndim - 2")]
     source = x.float() if x.dtype in _HALF_DTYPES else x
-    out = pool(source, kernel_size, stride=stride, padding=padding,
-               count_include_pad=count_include_pad)
-    return out.to(x.dtype)
+    pad = (padding,) * (2 * (x.ndim - 2))
+    ones = torch.ones((1, 1, *x.shape[2:]), dtype=source.dtype, device=source.device)
+    # both pools divide by kernel_size^d, so the ratio is sum / (in-bounds count)
+    total = pool(nn.functional.pad(source, pad), kernel_size, stride=stride)
+    count = pool(nn.functional.pad(ones, pad), kernel_size, stride=stride)
+    return (total / count).to(x.dtype)
