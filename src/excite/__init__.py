@@ -31,6 +31,11 @@ _EXPORTS: dict[str, str] = {
     "list_models": "excite.models",
     # side tools
     "profile": "excite.profiling",
+    "load_run": "excite.runs",
+    "export": "excite.exporting",
+    "ExportReport": "excite.exporting",
+    "capture_attention": "excite.capture",
+    "visualize": "excite.viz",
     # users' own models and weights
     "attach_attention": "excite.interop",
     "inflate": "excite.interop",
@@ -41,7 +46,7 @@ _EXPORTS: dict[str, str] = {
 # subpackages and modules reachable as attributes (``excite.models.create_model``)
 _SUBMODULES = frozenset({
     "checks", "cli", "data", "engine", "errors", "interop", "kernels", "layers", "models",
-    "profiling",
+    "profiling", "runs", "exporting", "capture", "viz",
 })
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
