@@ -199,3 +199,66 @@ def test_progress_bar_on_a_tty_and_plain_lines_otherwise(monkeypatch) -> None:
     monkeypatch.setattr(sys, "stderr", io.StringIO())
     assert not Progress(enabled=True, quiet=False, log=print).use_bar  # not a TTY
     assert not Progress(enabled=False, quiet=False, log=print).use_bar  # rank != 0
+
+
+SUMMARY_KEYS = [
+    "status", "run_dir", "model", "attention", "data", "seed", "epochs",
+    "epochs_done", "global_step",
+    "num_classes", "chance_acc", "train_samples", "val_samples", "input_shape",
+    "best_val_acc", "best_epoch", "final_val_acc", "final_val_top5", "final_val_loss",
+    "final_train_loss", "final_train_acc",
+    "params", "macs", "gmacs",
+    "wall_time_s", "train_time_s", "train_samples_per_s", "step_time_ms",
+    "peak_memory_mb", "memory_kind",
+    "device", "world_size", "amp", "versions",
+]
+
+
+def test_summary_keys_in_their_documented_order(straight) -> None:
+    run_dir, summary = straight
+    assert list(summary) == SUMMARY_KEYS
+    assert list(json.loads((run_dir / "summary.json").read_text())) == SUMMARY_KEYS
+    assert summary["chance_acc"] == 0.25 and summary["input_shape"] == [1, 8, 8]
+    assert summary["epochs_done"] == 2 and summary["train_samples"] == 64
+
+
+def test_a_callback_can_request_a_clean_stop(tmp_path: Path, straight) -> None:
+    class Request(Callback):
+        def on_step_end(self, trainer) -> None:
+            if trainer.global_step == 5:
+                trainer.stop.request()
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tmp_path, "req", callbacks=[Request()])
+    state = load_state(tmp_path / "req" / "state.pt")
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 1, 5)
+    _fit(tmp_path, "req", resume=True)
+    a, b = _rows(straight[0]), _rows(tmp_path / "req")
+    assert [{k: r[k] for k in KEYS} for r in a] == [{k: r[k] for k in KEYS} for r in b]
+
+
+def test_trainer_sets_all_its_attributes_in_init(tmp_path: Path) -> None:
+    from excite.engine.train import Trainer
+
+    trainer = Trainer(TrainConfig(**{**CONFIG, "epochs": 1}), splits=blob_splits(), model=TinyNet(),
+                      run_dir=tmp_path / "t", resume=False, callbacks=(), log=lambda m: None)
+    before = set(vars(trainer))
+    trainer.run()
+    assert set(vars(trainer)) == before
+    assert trainer.setup is not None and trainer.meter is None and trainer.epoch == 1
+
+
+def test_setup_refuses_an_uneven_batch_and_empty_splits() -> None:
+    from torch.utils.data import Subset
+
+    from excite.engine.distributed import DistContext
+    from excite.engine.setup import prepare_run
+    from excite.engine.builders import Splits
+
+    config = TrainConfig(**CONFIG)
+    with pytest.raises(ValueError, match="batch_size 16 .* must be divisible by the number of processes 3"):
+        prepare_run(config, DistContext(rank=0, world_size=3), splits=blob_splits(), model=TinyNet())
+    splits = blob_splits()
+    empty = Splits(splits.train, Subset(splits.val, []), splits.info)
+    with pytest.raises(ValueError, match="has an empty train or validation split"):
+        prepare_run(config, DistContext(), splits=empty, model=TinyNet())

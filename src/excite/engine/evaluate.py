@@ -1,6 +1,8 @@
 """Evaluate a model or a finished run: accuracy, top-5, per-class accuracy, confusion.
 
-:func:`evaluate_run` rebuilds the run's model from its ``config.yaml``, loads its
+:func:`evaluation_loop` is the one evaluation loop: :func:`evaluate` (``excite eval``)
+runs it on one process, and the trainer runs it after every epoch with the validation
+split shared across DDP processes. :func:`evaluate_run` rebuilds the run's model from its ``config.yaml``, loads its
 safetensors weights and writes, in ``RUN_DIR/eval-<data>/``: ``metrics.json``,
 ``per_class.csv``, ``confusion.csv`` (rows = true class, columns = predicted) and
 ``confusion.png``.
