@@ -58,6 +58,12 @@ def test_data_commands_take_data_options(command):
     assert "--data-option" in _flags(_commands()[command])
 
 
+def test_no_command_shows_an_arg_spelling():
+    for name, parser in _commands().items():
+        visible = {f for a in parser._actions if a.help != argparse.SUPPRESS for f in a.option_strings}
+        assert not {f for f in visible if f.endswith("-arg")}, name
+
+
 def test_old_profile_spellings_are_hidden():
     profile = _commands()["profile"]
     hidden = {flag for a in profile._actions if a.help == argparse.SUPPRESS for flag in a.option_strings}

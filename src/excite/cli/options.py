@@ -110,12 +110,13 @@ def add_option_flag(
     Args:
         parser: the subcommand's parser.
         flag: e.g. ``"--model-option"``.
-        help: the help text (``KEY=VALUE``, repeatable, is explained by the metavar).
+        help: the help text; "repeatable" and, unless it names one, "(default: none)"
+            are appended.
         deprecated: old spellings kept working: hidden from ``--help``, they print a
             one-line deprecation warning and append to the same list.
     """
-    action = parser.add_argument(flag, action="append", type=key_value, metavar="KEY=VALUE",
-                                 help=f"{help}; repeatable (default: none)")
+    text = f"{help}; repeatable" + ("" if "default" in help else " (default: none)")
+    action = parser.add_argument(flag, action="append", type=key_value, metavar="KEY=VALUE", help=text)
     for old in deprecated:
         parser.add_argument(old, action=_DeprecatedAlias, new=flag, dest=action.dest, type=key_value,
                             metavar="KEY=VALUE", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
