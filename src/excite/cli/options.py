@@ -7,8 +7,9 @@ Every subcommand that builds a model spells its keyword options the same way:
     --data-option KEY=VALUE        dataset option, e.g. train_size=256
 
 VALUE is parsed as YAML, so ``8`` is an int, ``0.5`` and ``1e-3`` are floats,
-``true``/``false`` are booleans, ``[3, 7, 7]`` is a list and anything else is a string
-(quote a string that would parse otherwise: ``name='[x]'``). A value that is not valid
+``true``/``false`` (and, in PyYAML's YAML 1.1, ``yes``/``no``/``on``/``off``) are
+booleans, ``[3, 7, 7]`` is a list and anything else is a string (quote a string that
+would parse otherwise: ``name='[x]'``). A value that is not valid
 YAML is a one-line error naming the flag and the position. Dashes in KEY become
 underscores (``stride-in-1x1`` is ``stride_in_1x1``).
 """
