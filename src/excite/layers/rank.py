@@ -152,3 +152,9 @@ def avg_pool(
     total = pool(nn.functional.pad(source, pad), kernel_size, stride=stride)
     count = pool(nn.functional.pad(ones, pad), kernel_size, stride=stride)
     return (total / count).to(x.dtype)
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype to accumulate sums, norms and statistics in: float32 for fp16/bf16
+    (their range and precision overflow or stall over many positions), else ``dtype``."""
+    return torch.float32 if dtype in _HALF_DTYPES else dtype
