@@ -40,7 +40,10 @@ def scratch_registry():
 
 
 def test_list_attention() -> None:
-    assert list_attention() == ["cam", "cbam", "ceca", "eca", "sam", "scse", "se"]
+    assert list_attention() == [
+        "bam", "cam", "cbam", "ceca", "coord", "eca", "ela", "ese", "fca", "gc", "gct", "ge",
+        "nonlocal", "sam", "scse", "se", "simam", "sk", "srm", "strip", "triplet",
+    ]
     assert excite.list_attention() == list_attention()
 
 
@@ -81,8 +84,8 @@ def test_module_class_is_accepted() -> None:
 
 
 def test_unknown_name_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"\bname\b.*\['cam', 'cbam', 'ceca', 'eca', 'sam', 'scse', 'se', 'none'\].*'bam'"):
-        create_attention("bam", 16)
+    with pytest.raises(ValueError, match=r"\bname\b.*\['bam', 'cam', .*'triplet', 'none'\].*'nope'"):
+        create_attention("nope", 16)
     with pytest.raises(TypeError, match=r"\bname\b.*3"):
         create_attention(3, 16)
     with pytest.raises(TypeError, match=r"\bname\b"):
