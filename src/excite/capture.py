@@ -19,10 +19,13 @@ What is recorded (float32, on the CPU, detached; a module called several times h
 maps concatenated along the batch):
 
 - a channel gate (N, C, 1, ..., 1) as ``(N, C)``;
-- a spatial map (N, 1, *spatial) as it is;
-- any other map (e.g. SimAM's or scSE's full (N, C, *spatial) weights) as it is;
-- a tuple of maps (e.g. one gate per spatial axis, as coordinate attention and strip
-  pooling return) as a tuple, each entry by the rules above.
+- a spatial map (N, 1, *spatial) as it is (GCNet's context weights are one too);
+- any other tensor as it is: full (N, C, *spatial) weights (SimAM, BAM, strip pooling),
+  the non-local block's (N, positions, positions) affinities, SK's (N, branches, C, 1,
+  ...) branch weights;
+- a tuple (one gate per spatial axis: coordinate attention and ELA give (N, C, H, 1) and
+  (N, C, 1, W) at 2D; triplet attention one gate per branch) as a tuple of the shapes
+  ``gate`` returns, which broadcast against the input (their product is the full map).
 
 Two composite modules are recorded by their parts, under the parts' own module names:
 CBAM as ``NAME.channel`` (M_c, (N, C)) and ``NAME.spatial`` (M_s, (N, 1, *spatial)), each
@@ -125,15 +128,21 @@ def _is_channel_gate(value: torch.Tensor, x: torch.Tensor) -> bool:
     return value.shape[1] != 1 or any(s != 1 for s in x.shape[2:])
 
 
-def _as_recorded(value: object, x: torch.Tensor) -> Map:
-    """One gate as recorded: float32 CPU copies; channel gates as (N, C)."""
-    if isinstance(value, (tuple, list)):
-        return tuple(_as_recorded(v, x) for v in value)  # type: ignore[misc]
+def _copy(value: object) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"gate() must return a tensor or a tuple of tensors, got {type(value).__name__}")
+    return value.detach().float().cpu()
+
+
+def _as_recorded(value: object, x: torch.Tensor) -> Map:
+    """One gate as recorded: float32 CPU copies; a channel gate as (N, C); a tuple as is
+    (its gates keep the shapes that broadcast against x)."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_copy(v) for v in value)
+    value = _copy(value)
     if _is_channel_gate(value, x):
         value = value.reshape(value.shape[0], value.shape[1])
-    return value.detach().float().cpu()
+    return value
 
 
 def _parts(name: str, module: nn.Module, x: torch.Tensor) -> list[tuple[str, object]]:

@@ -418,7 +418,7 @@ def export(
     check_bool(dynamic_batch, name="dynamic_batch")
     check_bool(overwrite, name="overwrite")
     if path.exists() and not overwrite:
-        raise ExciteError(f"{path} already exists; choose another path or pass overwrite=True")
+        raise ExciteError(f"{path} already exists; choose another path or pass overwrite=True (--overwrite)")
     if format == "onnx":  # fail before the slow part when the extra is missing
         for module in ("onnx", "onnxscript", "onnxruntime"):
             require(module, extra="export", purpose="ONNX export")

@@ -216,11 +216,19 @@ class _Map:
     high: torch.Tensor  # (N,): and maximum
 
 
-def _spatial_view(value: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | None:
-    """A recorded map as (N, 1, *spatial), or None for a channel gate."""
+def _spatial_view(value: torch.Tensor | tuple[torch.Tensor, ...], ndim: int) -> torch.Tensor | None:
+    """A recorded map as (N, 1, *spatial) for an input of ``ndim`` dims, or None when it
+    has no spatial layout (a channel gate, non-local affinities, SK's branch weights).
+
+    Per-axis gates (a tuple) are multiplied, as the families apply them; a map with
+    channels is averaged over them.
+    """
     if isinstance(value, tuple):
-        value = functools.reduce(torch.mul, value)
-    if value.ndim < 3 or all(s == 1 for s in value.shape[2:]):
+        try:
+            value = functools.reduce(torch.mul, value)
+        except RuntimeError:  # gates that do not broadcast into one map
+            return None
+    if value.ndim != ndim or all(s == 1 for s in value.shape[2:]):
         return None
     return value.mean(1, keepdim=True)
 
@@ -239,7 +247,7 @@ def _gate_maps(model: nn.Module, x: torch.Tensor) -> tuple[list[_Map], torch.Ten
         logits = model(x)
     last: dict[str, tuple[str, torch.Tensor]] = {}
     for name, value in maps.items():
-        view = _spatial_view(value)
+        view = _spatial_view(value, x.ndim)
         stage = _stage_of(name, stages) or name
         if view is not None:
             last[stage] = (name, view)
