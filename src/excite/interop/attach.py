@@ -239,7 +239,12 @@ class _AfterModule:
         self.slot = slot
 
     def __call__(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        return getattr(self.owner, self.slot)(output)
+        out = getattr(self.owner, self.slot)(output)
+        # torchvision adds the shortcut in place (``out += identity``), which autograd
+        # refuses on a view returned by a custom autograd Function: hand it a fresh tensor
+        if out.requires_grad and out._is_view():
+            out = out.clone()
+        return out
 
 
 @dataclass
