@@ -372,9 +372,6 @@ def load_weights_into(
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es): {_few(mismatched)}")
     if problems:
-        hint = "" if source else " (weights from another codebase need source=...)"
-        raise ValueError(
-            f"the checkpoint does not fit {type(model).__name__}{hint}: " + "; ".join(problems)
-        )
+        raise ValueError(f"the checkpoint does not fit {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict(state, strict=not skipped)
     return WeightsReport(tuple(state), skipped, source)
