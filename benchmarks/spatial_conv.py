@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from excite.kernels import _ops
+from excite.kernels import ops
 
 
 def _aten_grad(g, x, w, mask):
@@ -43,11 +43,11 @@ def main(argv=None) -> int:
         x3 = torch.randn(n, c, int(torch.tensor(sp).prod()))
         key = "x".join(map(str, shape))
         jobs[(key, "conv forward: textbook")] = lambda m=m, w=w, conv=conv: conv(m, w, padding=3)
-        jobs[(key, "conv forward: fused")] = lambda m=m, w=w: _ops.conv_same(m, w)
+        jobs[(key, "conv forward: fused")] = lambda m=m, w=w: ops.conv_same(m, w)
         jobs[(key, "input grad: convolution_backward")] = lambda g=g, m=m, w=w: _aten_grad(g, m, w, [True, False, False])
-        jobs[(key, "input grad: flipped-kernel conv")] = lambda g=g, w=w: _ops.conv_same_input_grad(g, w)
+        jobs[(key, "input grad: flipped-kernel conv")] = lambda g=g, w=w: ops.conv_same_input_grad(g, w)
         jobs[(key, "weight grad: convolution_backward")] = lambda g=g, m=m, w=w: _aten_grad(g, m, w, [False, True, False])
-        jobs[(key, "weight grad: fused")] = lambda g=g, m=m, w=w: _ops.conv_same_weight_grad(m, g, w)
+        jobs[(key, "weight grad: fused")] = lambda g=g, m=m, w=w: ops.conv_same_weight_grad(m, g, w)
         jobs[(key, "pool over S: amax")] = lambda x3=x3: x3.amax(2)
         jobs[(key, "pool over S: max with indices")] = lambda x3=x3: x3.max(2)
         jobs[(key, "pool over C: amax")] = lambda x3=x3: x3.amax(1)

@@ -298,7 +298,7 @@ def test_dispatch_default_and_context():
     assert kernels.get_default_impl() == "auto"
     assert kernels.resolve_impl("auto", x, supported=False) == "reference"
     # channel-only blocks: fused only for large float32 tensors (where it measured faster)
-    big = torch.empty(kernels._dispatch.CHANNEL_FUSED_MIN_NUMEL, 1, 1)
+    big = torch.empty(kernels.CHANNEL_FUSED_MIN_NUMEL, 1, 1)
     assert kernels.resolve_impl("auto", x, kind="channel") == "reference"
     assert kernels.resolve_impl("auto", big, kind="channel") == "fused"
     assert kernels.resolve_impl("auto", big.bfloat16(), kind="channel") == "reference"

@@ -1,4 +1,4 @@
-"""Fused fast paths for the attention modules, behind one dispatch.
+"""Fused fast paths for the attention modules, behind one seam.
 
 Functions over (x, weights) with an ``impl`` switch:
 
@@ -8,58 +8,104 @@ Functions over (x, weights) with an ``impl`` switch:
   backward. Works on any device and under ``torch.compile(fullgraph=True)``.
 - ``"triton"``: :mod:`excite.kernels.triton_kernels` (optional extra ``triton``; CUDA,
   or the CPU interpreter with ``TRITON_INTERPRET=1``).
-- ``"auto"`` (default): Triton on CUDA when installed, else fused; the reference path
-  while exporting or tracing.
+- ``"auto"`` (default), :func:`resolve_impl`'s rule: the reference path while
+  exporting/tracing (torch.export, TorchScript, ONNX), when observed (meta tensors, an
+  active dispatch mode such as ``FlopCounterMode``) and for configurations without a
+  fused form; Triton for CUDA tensors when triton is installed; on CPU the reference
+  path for the channel-only blocks (SE, M_c) in float16/bfloat16 or below
+  :data:`CHANNEL_FUSED_MIN_NUMEL` elements (where it measured faster), and the fused
+  path for everything else (CBAM and M_s at every shape and dtype).
 
 ``None`` means the global default, set with :func:`set_default_impl` or temporarily
 with ``with use_impl("reference"): ...``.
 
+The functions here validate every argument, resolve ``impl`` and call
+:mod:`excite.kernels.unchecked`; the attention modules check their input once
+themselves and call :mod:`~excite.kernels.unchecked` directly. Inputs follow one rule
+(:func:`check_values`): floating point, and no zero-size dimension but the batch (an
+empty batch gives an empty result).
+
 Weights follow ``torch.nn``: ``w1`` (C/r, C) and ``w2`` (C, C/r) as in ``nn.Linear``,
 ``weight`` (1, P, *k) as in ``nn.Conv{d}d(P, 1, k)`` with odd k. Names map to the papers:
 SE (Hu et al. 2018) ``s = gate(W2 act(W1 z))``; CBAM (Woo et al. 2018) M_c, M_s.
+Activation names are the rows of :data:`ACTIVATIONS` (:mod:`excite.kernels.activations`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from . import fused as _fused
-from . import reference as _reference
+from . import unchecked
 from ._dispatch import (
+    CHANNEL_FUSED_MIN_NUMEL,
+    EXECUTION_MODES,
     IMPLS,
+    autocast_enabled,
     check_impl,
+    execution_mode,
     get_default_impl,
     resolve_impl,
     set_default_impl,
     triton_available,
     use_impl,
 )
-from ._ops import ACTIVATIONS
+from .activations import ACTIVATIONS, activation_name
 
 __all__ = [
     "ACTIVATIONS",
+    "CHANNEL_FUSED_MIN_NUMEL",
+    "EXECUTION_MODES",
     "IMPLS",
+    "activation_name",
+    "autocast_enabled",
     "cbam",
     "channel_attention",
     "check_impl",
+    "check_values",
+    "execution_mode",
     "get_default_impl",
     "resolve_impl",
     "set_default_impl",
     "spatial_attention",
     "squeeze_excite",
     "triton_available",
+    "unchecked",
     "use_impl",
 ]
 
 _POOLS = ("avg", "max")
 
 
-def _check_x(x: object, *, ndim: int | None = None) -> None:
+def check_values(x: torch.Tensor, *, name: str = "x") -> None:
+    """The rule every attention input follows, whatever its shape rule.
+
+    Args:
+        x: an (N, C, *spatial) tensor.
+        name: how errors call it ("x", "SqueezeExcite input x").
+
+    Raises:
+        TypeError: ``x`` is not floating point (integer, bool and complex tensors).
+        ValueError: the channel or a spatial dimension is 0 (only N may be 0: an empty
+            batch gives an empty result).
+    """
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or "
+            f"float64), got dtype {x.dtype}"
+        )
+    if any(size == 0 for size in x.shape[1:]):
+        raise ValueError(
+            f"{name} must have non-empty channel and spatial dims (only the batch dim N "
+            f"may be 0), got shape {tuple(x.shape)}"
+        )
+
+
+def _check_x(x: object) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim < 3 or x.ndim > 5 or (ndim is not None and x.ndim != ndim):
-        want = "3, 4 or 5" if ndim is None else str(ndim)
-        raise ValueError(f"x must have shape (N, C, *spatial) with {want} dims, got {tuple(x.shape)}")
+    if x.ndim < 3 or x.ndim > 5:
+        raise ValueError(f"x must have shape (N, C, *spatial) with 3, 4 or 5 dims, got {tuple(x.shape)}")
+    check_values(x)
 
 
 def _check_pools(pools: object, *, name: str) -> tuple[str, ...]:
@@ -132,14 +178,10 @@ def channel_attention(
     pools = _check_pools(pools, name="pools")
     act, gate = _check_act(activation, name="activation"), _check_act(gate, name="gate")
     _check_mlp(x, w1, w2)
-    which = resolve_impl(impl, x, kind="channel")
-    if which == "triton":
-        from . import triton_kernels
-
-        return triton_kernels.channel_attention(x, w1, b1, w2, b2, pools, act, gate)
-    if which == "fused":
-        return _fused.ChannelGateFunction.apply(x, w1, b1, w2, b2, pools, act, gate)
-    return _reference.channel_attention(x, w1, b1, w2, b2, pools, act, gate)
+    return unchecked.channel_attention(
+        x, w1, b1, w2, b2, pools=pools, activation=act, gate=gate,
+        impl=resolve_impl(impl, x, kind="channel"),
+    )
 
 
 def spatial_attention(
@@ -160,14 +202,9 @@ def spatial_attention(
     gate = _check_act(gate, name="gate")
     _check_conv(x, weight, pools)
     _check_affine(scale, shift)
-    which = resolve_impl(impl, x)
-    if which == "triton":
-        from . import triton_kernels
-
-        return triton_kernels.spatial_attention(x, weight, scale, shift, pools, gate)
-    if which == "fused":
-        return _fused.SpatialGateFunction.apply(x, weight, scale, shift, pools, gate)
-    return _reference.spatial_attention(x, weight, scale, shift, pools, gate)
+    return unchecked.spatial_attention(
+        x, weight, pools=pools, gate=gate, scale=scale, shift=shift, impl=resolve_impl(impl, x)
+    )
 
 
 def cbam(
@@ -197,11 +234,7 @@ def cbam(
     _check_mlp(x, w1, w2)
     _check_conv(x, weight, sp)
     _check_affine(scale, shift)
-    which = resolve_impl(impl, x)
-    if which == "triton":
-        from . import triton_kernels
-
-        return triton_kernels.cbam(x, w1, b1, w2, b2, weight, scale, shift, cp, sp, act, gate)
-    if which == "fused":
-        return _fused.CBAMFunction.apply(x, w1, b1, w2, b2, weight, scale, shift, cp, sp, act, gate)
-    return _reference.cbam(x, w1, b1, w2, b2, weight, scale, shift, cp, sp, act, gate)
+    return unchecked.cbam(
+        x, w1, b1, w2, b2, weight, channel_pools=cp, spatial_pools=sp, activation=act,
+        gate=gate, scale=scale, shift=shift, impl=resolve_impl(impl, x),
+    )

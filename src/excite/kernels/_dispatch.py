@@ -68,24 +68,45 @@ def triton_usable(x: torch.Tensor) -> bool:
     return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def tracing() -> bool:
-    """True under torch.export / TorchScript / jit tracing / ONNX export."""
+#: what :func:`execution_mode` can answer
+EXECUTION_MODES = ("eager", "compiling", "tracing", "observed")
+
+# devices torch.autocast knows (asking about another, e.g. "meta", raises)
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+
+def execution_mode(x: torch.Tensor) -> str:
+    """How the code handling ``x`` is being run; the one predicate behind every "are we
+    traced, exported or observed?" decision in excite.
+
+    - "tracing": torch.export, TorchScript (scripting or ``jit.trace``) or ONNX export;
+    - "compiling": torch.compile (Dynamo, and the graphs it hands on);
+    - "observed": outside compile, ``x`` is a meta tensor or a dispatch mode is active
+      (``FlopCounterMode``, fake tensors, a profiler's meta pass, AOT tracing);
+    - "eager": none of these.
+
+    :func:`resolve_impl`'s "auto" picks the reference path when "tracing" or "observed"
+    (traced graphs and per-layer hooks then see the modules' standard ops); the fused
+    path's convolution uses the plain ``conv{d}d`` call whenever the mode is not "eager".
+    """
     is_exporting = getattr(torch.compiler, "is_exporting", None)
-    return bool(
+    if (
         (is_exporting is not None and is_exporting())
         or torch.jit.is_tracing()
         or torch.jit.is_scripting()
         or torch.onnx.is_in_onnx_export()
-    )
-
-
-def observed(x: torch.Tensor) -> bool:
-    """True when ``x`` is a meta tensor or a dispatch mode (FlopCounterMode, a profiler's
-    fake/meta pass) is active outside torch.compile: module-by-module execution is
-    then what the observer expects (per-layer hooks see fc1/conv/norm)."""
+    ):
+        return "tracing"
     if torch.compiler.is_compiling():
-        return False
-    return x.device.type == "meta" or _get_current_dispatch_mode() is not None
+        return "compiling"
+    if x.device.type == "meta" or _get_current_dispatch_mode() is not None:
+        return "observed"
+    return "eager"
+
+
+def autocast_enabled(x: torch.Tensor) -> bool:
+    """True inside ``torch.autocast`` for ``x``'s device type."""
+    return x.device.type in _AUTOCAST_DEVICES and torch.is_autocast_enabled(x.device.type)
 
 
 #: below this many elements the channel-only blocks (SE, M_c) run the reference path
@@ -98,10 +119,17 @@ def resolve_impl(
 ) -> str:
     """The concrete implementation ("reference", "fused" or "triton") to run on ``x``.
 
-    "auto" picks the reference path when the configuration has no fused form, while
-    exporting/tracing (torch.export, TorchScript, ONNX) and when observed (meta tensors
-    or an active dispatch mode such as ``FlopCounterMode``, e.g. ``excite.profile``), so
-    per-layer hooks and traced graphs see the modules' standard ops.
+    "auto" picks:
+
+    1. "reference" when the configuration has no fused form (``supported=False``), while
+       exporting/tracing (torch.export, TorchScript, ONNX) and when observed (meta
+       tensors or an active dispatch mode such as ``FlopCounterMode``, e.g.
+       ``excite.profile``; see :func:`execution_mode`), so per-layer hooks and traced
+       graphs see the modules' standard ops;
+    2. "triton" for CUDA tensors when triton is installed;
+    3. "reference" for the channel-only blocks (``kind="channel"``: SE, M_c) on CPU in
+       float16/bfloat16 or below :data:`CHANNEL_FUSED_MIN_NUMEL` elements;
+    4. "fused" otherwise (CBAM and M_s always; under torch.compile too).
 
     Args:
         impl: a name from :data:`IMPLS`, or None for the global default.
@@ -122,7 +150,7 @@ def resolve_impl(
     if impl == "reference":
         return impl
     if impl == "auto":
-        if not supported or tracing() or observed(x):
+        if not supported or execution_mode(x) in ("tracing", "observed"):
             return "reference"
         if x.is_cuda and triton_available():
             return "triton"

@@ -2,8 +2,10 @@
 
 Each function takes the input and the modules' weights and computes the whole block in
 one :class:`torch.autograd.Function`, so autograd keeps only what the analytic backward
-needs: the input ``x``, the small gates and pooled maps, and int64 argmax indices of the
-max pools (instead of the full-size equality mask ``amax``'s backward builds). The
+needs: the input ``x``, the small gates and pooled maps, and the argmax indices of the
+max pools (instead of the full-size equality mask ``amax``'s backward builds): int64
+positions for the global (spatial) max of M_c, which are (N, C) and small, and the
+channel argmax of M_s's max map packed to uint8 when C <= 256 (int64 above). The
 backward is written out: no ``cat``, no autograd accumulation of full-size partial
 gradients, the gated tensor ``x * M_c`` of CBAM is never saved (it is recomputed inside
 the backward's first pass), and the 2→1 channel spatial convolution's input gradient is
@@ -18,6 +20,14 @@ are an optional per-map affine after the spatial convolution (a frozen BatchNorm
 A max pool routes its gradient to one maximising element (the first in memory order)
 where the reference ``amax`` shares it equally among ties: both are valid subgradients
 and they agree wherever the maximum is unique.
+
+The small tensors are computed in :func:`~excite.kernels.ops.compute_dtype` (float32 for
+half inputs) with ``torch.autocast`` switched off inside forward and backward, so the
+functions give the same result in and out of autocast. An empty batch (N = 0) gives an
+empty output and empty gradients.
+
+:func:`channel_attention`, :func:`spatial_attention` and :func:`cbam` are this path's
+entries for :mod:`excite.kernels.unchecked` (arguments as there, no checks).
 """
 
 from __future__ import annotations
@@ -25,64 +35,27 @@ from __future__ import annotations
 import torch
 from torch.autograd import Function
 
-from ._ops import (
+from .activations import ACTIVATIONS
+from .ops import (
+    autocast_off,
     batched_dot_spatial,
+    cast,
     channel_pools,
-    conv_same,
-    conv_same_input_grad,
-    conv_same_weight_grad,
+    compute_dtype,
     global_pools,
     mlp_backward,
     mlp_forward,
     ncs,
-    act_backward,
-    act_forward,
+    spatial_gate_backward,
+    spatial_gate_forward,
     unpool_channel,
     unpool_global,
 )
 
 
-def _cdt(x: torch.Tensor) -> torch.dtype:
-    """Dtype of the small tensors (pooled values, MLP, maps, conv): float32 for half inputs."""
-    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-
-
-def _up(t, dtype):
-    return None if t is None else t.to(dtype)
-
-
-def _spatial_gate_forward(maps, weight, scale, shift, gate):
-    """maps (N, P, *spatial) -> (conv input m, conv output, pre-gate, gate s (N, 1, *spatial)).
-
-    ``weight``, ``scale``, ``shift`` are already in the compute dtype."""
-    m = maps.to(weight.dtype)
-    conv = conv_same(m, weight)
-    pre = conv if scale is None else conv * scale + shift
-    return m, conv, pre, act_forward(gate, pre)
-
-
-def _spatial_gate_backward(ds, m, conv, pre, s, weight, scale, gate, needs):
-    """ds (N, 1, *spatial) -> (d maps (N, P, *spatial), d weight, d scale, d shift)."""
-    dpre = act_backward(gate, ds.to(s.dtype), pre, s)
-    dscale = dshift = None
-    if scale is not None:
-        if needs[0]:
-            dscale = (dpre * conv).sum().reshape(scale.shape)
-        if needs[1]:
-            dshift = dpre.sum().reshape(scale.shape)
-        dconv = dpre * scale
-    else:
-        dconv = dpre
-    dweight = conv_same_weight_grad(m, dconv, weight) if needs[2] else None
-    dmaps = conv_same_input_grad(dconv, weight)
-    return dmaps, dweight, dscale, dshift
-
-
-_GATES_FROM_OUTPUT = ("sigmoid", "tanh", "identity")  # derivative needs only gate(pre)
-
-
 def _pre_to_save(pre, gate):
-    return None if gate in _GATES_FROM_OUTPUT else pre
+    """The pre-gate map, or None for gates whose derivative needs only gate(pre)."""
+    return None if ACTIVATIONS[gate].from_output else pre
 
 
 def _pack_index(idx, size):
@@ -92,10 +65,6 @@ def _pack_index(idx, size):
 
 def _unpack_index(idx):
     return None if idx is None else idx.long()
-
-
-def _to(t, dtype):
-    return None if t is None or dtype is None else t.to(dtype)
 
 
 def _maps_grad_dot(x3, dmaps3, idx, pools):
@@ -118,13 +87,14 @@ class ChannelGateFunction(Function):
     """y = x * gate(sum_p MLP(pool_p(x))): SE (pools=("avg",)) and CBAM's M_c."""
 
     @staticmethod
+    @autocast_off
     def forward(ctx, x, w1, b1, w2, b2, pools, act, gate):
         x3 = ncs(x)
-        cdt = _cdt(x)
+        cdt = compute_dtype(x)
         pooled, idx = global_pools(x3, pools, ctx.needs_input_grad[0])
         pooled = pooled.to(cdt)
         w1c, w2c = w1.to(cdt), w2.to(cdt)
-        h, z, logits, g = mlp_forward(pooled, w1c, _up(b1, cdt), w2c, _up(b2, cdt), act, gate)
+        h, z, logits, g = mlp_forward(pooled, w1c, cast(b1, cdt), w2c, cast(b2, cdt), act, gate)
         out3 = x3 * g.to(x.dtype).unsqueeze(-1)
         ctx.save_for_backward(x, pooled, h, z, logits, g, idx, w1c, w2c)
         ctx.cfg = (pools, act, gate, b1 is not None, b2 is not None)
@@ -132,6 +102,7 @@ class ChannelGateFunction(Function):
         return out3.view(x.shape)
 
     @staticmethod
+    @autocast_off
     def backward(ctx, dout):
         x, pooled, h, z, logits, g, idx, w1, w2 = ctx.saved_tensors
         pools, act, gate, has_b1, has_b2 = ctx.cfg
@@ -154,7 +125,7 @@ class ChannelGateFunction(Function):
         d1, d2 = ctx.wdt
         return (
             None if dx3 is None else dx3.view(x.shape),
-            dw1.to(d1), _to(db1, d1), dw2.to(d2), _to(db2, d2), None, None, None,
+            dw1.to(d1), cast(db1, d1), dw2.to(d2), cast(db2, d2), None, None, None,
         )
 
 
@@ -162,13 +133,14 @@ class SpatialGateFunction(Function):
     """y = x * gate(affine(conv(pools over channels of x))): CBAM's M_s."""
 
     @staticmethod
+    @autocast_off
     def forward(ctx, x, weight, scale, shift, pools, gate):
         x3 = ncs(x)
-        cdt = _cdt(x)
+        cdt = compute_dtype(x)
         maps, idx = channel_pools(x, pools, ctx.needs_input_grad[0])
-        wc, scale_c = weight.to(cdt), _up(scale, cdt)
-        m, conv, pre, s = _spatial_gate_forward(maps, wc, scale_c, _up(shift, cdt), gate)
-        out3 = x3 * s.view(x3.shape[0], 1, -1).to(x.dtype)
+        wc, scale_c = weight.to(cdt), cast(scale, cdt)
+        m, conv, pre, s = spatial_gate_forward(maps, wc, scale_c, cast(shift, cdt), gate)
+        out3 = x3 * s.view(x3.shape[0], 1, x3.shape[2]).to(x.dtype)
         # the maps are kept in x's dtype (m is their upcast copy), conv only with an affine
         ctx.save_for_backward(
             x, maps, None if scale is None else conv, _pre_to_save(pre, gate), s,
@@ -179,6 +151,7 @@ class SpatialGateFunction(Function):
         return out3.view(x.shape)
 
     @staticmethod
+    @autocast_off
     def backward(ctx, dout):
         x, maps, conv, pre, s, idx, weight, scale = ctx.saved_tensors
         pools, gate = ctx.cfg
@@ -186,38 +159,39 @@ class SpatialGateFunction(Function):
         pre = s if pre is None else pre  # unused by the gates that drop it
         conv = pre if conv is None else conv
         x3, dy3 = ncs(x), ncs(dout)
-        n = x3.shape[0]
+        n, _, size = x3.shape
         t = dy3 * x3  # the one full-size temporary; reused for dx below
         ds = t.sum(1, keepdim=True, dtype=s.dtype)
         needs = (ctx.needs_input_grad[2], ctx.needs_input_grad[3], ctx.needs_input_grad[1])
-        dmaps, dweight, dscale, dshift = _spatial_gate_backward(
+        dmaps, dweight, dscale, dshift = spatial_gate_backward(
             ds.view(s.shape), m, conv, pre, s, weight, scale, gate, needs
         )
-        s3 = s.view(n, 1, -1).to(x.dtype)
+        s3 = s.view(n, 1, size).to(x.dtype)
         dx = None
         if ctx.needs_input_grad[0]:
-            dx = unpool_channel(t, dy3, s3, dmaps.reshape(n, len(pools), -1), idx, pools).view(x.shape)
+            dx = unpool_channel(t, dy3, s3, dmaps.reshape(n, len(pools), size), idx, pools).view(x.shape)
         dw, dsc, dsh = ctx.dts
-        return dx, _to(dweight, dw), _to(dscale, dsc), _to(dshift, dsh), None, None
+        return dx, cast(dweight, dw), cast(dscale, dsc), cast(dshift, dsh), None, None
 
 
 class CBAMFunction(Function):
     """CBAM, channel then spatial: F' = M_c(F) ⊙ F, F'' = M_s(F') ⊙ F' (Woo et al. eq. 1)."""
 
     @staticmethod
+    @autocast_off
     def forward(ctx, x, w1, b1, w2, b2, weight, scale, shift, channel_pools_, spatial_pools, act, gate):
         x3 = ncs(x)
-        n = x3.shape[0]
-        cdt = _cdt(x)
+        n, _, size = x3.shape
+        cdt = compute_dtype(x)
         pooled, idx_c = global_pools(x3, channel_pools_, ctx.needs_input_grad[0])
         pooled = pooled.to(cdt)
         w1c, w2c = w1.to(cdt), w2.to(cdt)
-        h, z, logits, g = mlp_forward(pooled, w1c, _up(b1, cdt), w2c, _up(b2, cdt), act, gate)
+        h, z, logits, g = mlp_forward(pooled, w1c, cast(b1, cdt), w2c, cast(b2, cdt), act, gate)
         y3 = x3 * g.to(x.dtype).unsqueeze(-1)  # F', a temporary: not saved
         maps, idx_s = channel_pools(y3.view(x.shape), spatial_pools, any(ctx.needs_input_grad[:5]))
-        wc, scale_c = weight.to(cdt), _up(scale, cdt)
-        m, conv, pre, s = _spatial_gate_forward(maps, wc, scale_c, _up(shift, cdt), gate)
-        out3 = y3.mul_(s.view(n, 1, -1).to(x.dtype))
+        wc, scale_c = weight.to(cdt), cast(scale, cdt)
+        m, conv, pre, s = spatial_gate_forward(maps, wc, scale_c, cast(shift, cdt), gate)
+        out3 = y3.mul_(s.view(n, 1, size).to(x.dtype))
         ctx.save_for_backward(
             x, pooled, h, z, logits, g, idx_c, w1c, w2c, maps, None if scale is None else conv,
             _pre_to_save(pre, gate), s, _pack_index(idx_s, x.shape[1]), wc, scale_c,
@@ -227,6 +201,7 @@ class CBAMFunction(Function):
         return out3.view(x.shape)
 
     @staticmethod
+    @autocast_off
     def backward(ctx, dout):
         (x, pooled, h, z, logits, g, idx_c, w1, w2, maps, conv, pre, s, idx_s, weight, scale) = ctx.saved_tensors
         cpools, spools, act, gate, has_b1, has_b2 = ctx.cfg
@@ -234,9 +209,9 @@ class CBAMFunction(Function):
         pre = s if pre is None else pre  # unused by the gates that drop it
         conv = pre if conv is None else conv
         x3, dy3 = ncs(x), ncs(dout)
-        n = x3.shape[0]
+        n, _, size = x3.shape
         gx = g.to(x.dtype)
-        s3 = s.view(n, 1, -1).to(x.dtype)
+        s3 = s.view(n, 1, size).to(x.dtype)
         # dM_s = sum_c dy * F' = sum_c (dy * x) * M_c  (a batched matrix-vector product)
         t = dy3 * x3
         ds = torch.bmm(gx.unsqueeze(1), t).to(s.dtype)  # (N, 1, S)
@@ -246,10 +221,10 @@ class CBAMFunction(Function):
             # matrix-vector product of the same temporary (cheaper than a pass over dF' and x)
             dg = torch.bmm(t, s3.transpose(1, 2)).squeeze(-1).to(g.dtype)  # (N, C)
         needs = (ctx.needs_input_grad[6], ctx.needs_input_grad[7], ctx.needs_input_grad[5])
-        dmaps, dweight, dscale, dshift = _spatial_gate_backward(
+        dmaps, dweight, dscale, dshift = spatial_gate_backward(
             ds.view(s.shape), m, conv, pre, s, weight, scale, gate, needs
         )
-        dmaps3 = dmaps.reshape(n, len(spools), -1)
+        dmaps3 = dmaps.reshape(n, len(spools), size)
         dx = dw1 = db1 = dw2 = db2 = None
         if need_mc:
             dg = dg + _maps_grad_dot(x3, dmaps3, idx_s, spools)
@@ -259,5 +234,22 @@ class CBAMFunction(Function):
             if ctx.needs_input_grad[0]:
                 dy1 = unpool_channel(t, dy3, s3, dmaps3, idx_s, spools)  # dF'
                 dx = unpool_global(dy1, dpooled, idx_c, cpools, gx.unsqueeze(-1), out=dy1).view(x.shape)
-        grads = [_to(t, dt) for t, dt in zip((dw1, db1, dw2, db2, dweight, dscale, dshift), ctx.dts)]
+        grads = [cast(t, dt) for t, dt in zip((dw1, db1, dw2, db2, dweight, dscale, dshift), ctx.dts)]
         return (dx, *grads, None, None, None, None)
+
+
+def channel_attention(x, w1, b1, w2, b2, pools, act, gate):
+    """SE / M_c through :class:`ChannelGateFunction`."""
+    return ChannelGateFunction.apply(x, w1, b1, w2, b2, pools, act, gate)
+
+
+def spatial_attention(x, weight, scale, shift, pools, gate):
+    """M_s through :class:`SpatialGateFunction`."""
+    return SpatialGateFunction.apply(x, weight, scale, shift, pools, gate)
+
+
+def cbam(x, w1, b1, w2, b2, weight, scale, shift, channel_pools, spatial_pools, act, gate):
+    """CBAM (channel then spatial) through :class:`CBAMFunction`."""
+    return CBAMFunction.apply(
+        x, w1, b1, w2, b2, weight, scale, shift, channel_pools, spatial_pools, act, gate
+    )

@@ -1,86 +1,92 @@
-"""Small building blocks shared by the fused autograd functions.
+"""Building blocks of the reference, fused and Triton paths (public: benchmarks and the
+attention layers use them too).
 
-Everything here works on the "NCS view" of an (N, C, *spatial) tensor: a 3-dim
-(N, C, S) view with S = prod(spatial). For a contiguous tensor it is ``x.view(N, C, S)``;
-for a channels_last / channels_last_3d tensor it is the transpose of the contiguous
-(N, S, C) view, so no copy is made for either layout. Elementwise results keep the
-layout of their inputs, and a (N, C, S) result reshapes back to (N, C, *spatial) as a view.
+The one float32-accumulating mean (:func:`stable_mean`) lives here; every mean over
+spatial or channel axes in excite goes through it.
+
+Most helpers work on the "NCS view" of an (N, C, *spatial) tensor: a 3-dim (N, C, S)
+view with S = prod(spatial). For a contiguous tensor it is ``x.view(N, C, S)``; for a
+channels_last / channels_last_3d tensor it is the transpose of the contiguous (N, S, C)
+view, so no copy is made for either layout. Elementwise results keep the layout of their
+inputs, and a (N, C, S) result reshapes back to (N, C, *spatial) as a view. Sizes are
+written out (never ``-1``), so an empty batch (N = 0) reshapes too.
 """
 
 from __future__ import annotations
 
-import math
+import functools
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-_HALF = (torch.float16, torch.bfloat16)
+from ._dispatch import execution_mode
+from .activations import act_backward, act_forward
 
-#: activations the fused MLP knows how to differentiate (names as in excite.layers)
-ACTIVATIONS = ("relu", "silu", "gelu", "tanh", "sigmoid", "hard_sigmoid", "identity")
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+_Fn = TypeVar("_Fn", bound=Callable[..., object])
+
+
+def stable_mean(x: torch.Tensor, dim: int | tuple[int, ...], *, keepdim: bool = False) -> torch.Tensor:
+    """Mean over ``dim`` that accumulates in float32 for float16/bfloat16 input.
+
+    The result has ``x.dtype``. (``F.adaptive_avg_pool3d`` can overflow to inf in fp16,
+    so attention modules pool with this instead.)
+    """
+    if x.dtype in HALF_DTYPES:
+        return x.mean(dim, keepdim=keepdim, dtype=torch.float32).to(x.dtype)
+    return x.mean(dim, keepdim=keepdim)
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Dtype of the small tensors (pooled values, MLP, maps, conv): float32 for half inputs."""
+    return torch.float32 if x.dtype in HALF_DTYPES else x.dtype
+
+
+def cast(t: torch.Tensor | None, dtype: torch.dtype | None) -> torch.Tensor | None:
+    """``t.to(dtype)``, passing None (a missing bias or affine, or no dtype) through."""
+    return None if t is None or dtype is None else t.to(dtype)
+
+
+def autocast_off(fn: _Fn) -> _Fn:
+    """Run an autograd Function's ``forward(ctx, x, ...)`` / ``backward(ctx, dout, ...)``
+    with ``torch.autocast`` disabled on the first tensor's device.
+
+    The fused paths choose their own compute dtype (:func:`compute_dtype`: float32 for
+    half inputs); under autocast the matmuls and convolutions would otherwise come back
+    in bfloat16/float16 next to float32 weights, and backward's explicit
+    ``convolution_backward`` rejects the mix.
+    """
+
+    @functools.wraps(fn)
+    def run(ctx, first, *rest):
+        if first.device.type not in ("cpu", "cuda"):
+            return fn(ctx, first, *rest)
+        with torch.autocast(first.device.type, enabled=False):
+            return fn(ctx, first, *rest)
+
+    return run  # type: ignore[return-value]
+
+
+def _numel(sizes: torch.Size) -> int:
+    s = 1
+    for d in sizes:
+        s = s * d
+    return s
 
 
 def ncs(x: torch.Tensor) -> torch.Tensor:
     """The (N, C, S) view of ``x`` without a copy when ``x`` is contiguous or channels_last."""
-    n, c = x.shape[0], x.shape[1]
+    n, c, s = x.shape[0], x.shape[1], _numel(x.shape[2:])
     if x.is_contiguous():
-        return x.view(n, c, -1)
+        return x.view(n, c, s)
     perm = (0, *range(2, x.ndim), 1)
     xp = x.permute(perm)
     if xp.is_contiguous():
-        return xp.reshape(n, -1, c).transpose(1, 2)
-    return x.contiguous().view(n, c, -1)
-
-
-def act_forward(name: str, h: torch.Tensor) -> torch.Tensor:
-    """Apply the named activation (as ``torch.nn`` defines it)."""
-    if name == "relu":
-        return torch.relu(h)
-    if name == "silu":
-        return F.silu(h)
-    if name == "gelu":
-        return F.gelu(h)
-    if name == "tanh":
-        return torch.tanh(h)
-    if name == "sigmoid":
-        return torch.sigmoid(h)
-    if name == "hard_sigmoid":
-        return F.hardsigmoid(h)
-    if name == "identity":
-        return h
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
-
-
-def act_backward(name: str, grad: torch.Tensor, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``grad * act'(h)``, given the pre-activation ``h`` and the output ``z = act(h)``."""
-    if name == "relu":
-        return grad * (h > 0).to(grad.dtype)
-    if name == "silu":
-        sig = torch.sigmoid(h)
-        return grad * (sig * (1 + h * (1 - sig)))
-    if name == "gelu":  # exact (erf) GELU, nn.GELU's default
-        cdf = 0.5 * (1 + torch.erf(h * (1 / math.sqrt(2))))
-        pdf = torch.exp(-0.5 * h * h) * (1 / math.sqrt(2 * math.pi))
-        return grad * (cdf + h * pdf)
-    if name == "tanh":
-        return grad * (1 - z * z)
-    if name == "sigmoid":
-        return grad * (z * (1 - z))
-    if name == "hard_sigmoid":  # relu6(h + 3) / 6
-        return grad * ((h > -3) & (h < 3)).to(grad.dtype) * (1 / 6)
-    if name == "identity":
-        return grad
-    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
-
-
-def plain_mode() -> bool:
-    """True while a dispatch mode (FlopCounterMode, fake tensors, export) is active.
-
-    The fused path then uses the textbook convolution call, so profilers count the
-    same multiply-adds as the reference path and tracers see standard ops.
-    """
-    return torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
+        return xp.reshape(n, s, c).transpose(1, 2)
+    return x.contiguous().view(n, c, s)
 
 
 def _conv3d_by_frames(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -122,9 +128,14 @@ def _conv3d_weight_grad_by_frames(x: torch.Tensor, grad: torch.Tensor, w: torch.
 
 
 def conv_same(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Stride-1 convolution with odd kernel and 'same' zero padding, any rank 1-3."""
+    """Stride-1 convolution with odd kernel and 'same' zero padding, any rank 1-3.
+
+    Outside eager execution (:func:`~excite.kernels.execution_mode`: compile, tracing,
+    profilers' dispatch modes) it is the textbook ``conv{d}d`` call, so profilers count
+    the same multiply-adds as the reference path and tracers see standard ops.
+    """
     d = x.ndim - 2
-    if d == 3 and w.shape[2] > 1 and not plain_mode():
+    if d == 3 and w.shape[2] > 1 and execution_mode(x) == "eager":
         return _conv3d_by_frames(x, w)
     pad = [k // 2 for k in w.shape[2:]]
     return (F.conv1d, F.conv2d, F.conv3d)[d - 1](x, w, padding=pad)
@@ -141,12 +152,56 @@ def conv_same_input_grad(grad: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def conv_same_weight_grad(x: torch.Tensor, grad: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """d(conv_same(x, w))/dw applied to ``grad``."""
     d = x.ndim - 2
-    if d == 3 and w.shape[2] > 1 and not plain_mode():
+    if d == 3 and w.shape[2] > 1 and execution_mode(x) == "eager":
         return _conv3d_weight_grad_by_frames(x, grad, w)
     pad = [k // 2 for k in w.shape[2:]]
     return torch.ops.aten.convolution_backward(
         grad.contiguous(), x.contiguous(), w.contiguous(), None, [1] * d, pad, [1] * d, False, [0] * d, 1, [False, True, False]
     )[1]
+
+
+def spatial_gate_forward(
+    maps: torch.Tensor,
+    weight: torch.Tensor,
+    scale: torch.Tensor | None,
+    shift: torch.Tensor | None,
+    gate: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """M_s from the pooled maps (N, P, *spatial): (conv input m, conv output, pre-gate,
+    gate s (N, 1, *spatial)). ``weight``, ``scale``, ``shift`` are already in the compute
+    dtype; ``m`` is the maps cast to it."""
+    m = maps.to(weight.dtype)
+    conv = conv_same(m, weight)
+    pre = conv if scale is None else conv * scale + shift
+    return m, conv, pre, act_forward(gate, pre)
+
+
+def spatial_gate_backward(
+    ds: torch.Tensor,
+    m: torch.Tensor,
+    conv: torch.Tensor,
+    pre: torch.Tensor,
+    s: torch.Tensor,
+    weight: torch.Tensor,
+    scale: torch.Tensor | None,
+    gate: str,
+    needs: tuple[bool, bool, bool],
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Backward of :func:`spatial_gate_forward`: ds (N, 1, *spatial) -> (d maps
+    (N, P, *spatial), d weight, d scale, d shift); ``needs`` = (scale, shift, weight)."""
+    dpre = act_backward(gate, ds.to(s.dtype), pre, s)
+    dscale = dshift = None
+    if scale is not None:
+        if needs[0]:
+            dscale = (dpre * conv).sum().reshape(scale.shape)
+        if needs[1]:
+            dshift = dpre.sum().reshape(scale.shape)
+        dconv = dpre * scale
+    else:
+        dconv = dpre
+    dweight = conv_same_weight_grad(m, dconv, weight) if needs[2] else None
+    dmaps = conv_same_input_grad(dconv, weight)
+    return dmaps, dweight, dscale, dshift
 
 
 def mlp_forward(
@@ -204,10 +259,7 @@ def global_pools(
     idx = None
     for pool in pools:
         if pool == "avg":
-            if x3.dtype in _HALF:
-                out.append(x3.mean(2, dtype=torch.float32).to(x3.dtype))
-            else:
-                out.append(x3.mean(2))
+            out.append(stable_mean(x3, 2))
         elif need_index:
             val, idx = x3.max(2)
             out.append(val)
@@ -226,14 +278,11 @@ def channel_pools(
     idx = None
     for pool in pools:
         if pool == "avg":
-            if y.dtype in _HALF:
-                out.append(y.mean(1, keepdim=True, dtype=torch.float32).to(y.dtype))
-            else:
-                out.append(y.mean(1, keepdim=True))
+            out.append(stable_mean(y, 1, keepdim=True))
         elif need_index:
             val, idx = y.max(1, keepdim=True)
             out.append(val)
-            idx = idx.reshape(y.shape[0], -1)
+            idx = idx.reshape(y.shape[0], _numel(y.shape[2:]))
         else:
             out.append(y.amax(1, keepdim=True))
     return torch.cat(out, 1), idx

@@ -1,7 +1,11 @@
 """Reference (textbook autograd) versions of the functional API, for impl="reference".
 
 The same equations as :mod:`excite.layers` (Hu et al. 2018 eq. 2-4; Woo et al. 2018
-eq. 1-3), written with standard ops so autograd differentiates them.
+eq. 1-3), written with standard ops so autograd differentiates them. Means go through
+:func:`~excite.kernels.ops.stable_mean`, maxima through ``amax``.
+
+:func:`channel_attention`, :func:`spatial_attention` and :func:`cbam` are this path's
+entries for :mod:`excite.kernels.unchecked`.
 """
 
 from __future__ import annotations
@@ -9,29 +13,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._ops import act_forward
+from .activations import act_forward
+from .ops import stable_mean
 
 
-def _global(x: torch.Tensor, pool: str) -> torch.Tensor:
-    axes = tuple(range(2, x.ndim))
+def _pool(x: torch.Tensor, pool: str, dim: int | tuple[int, ...], keepdim: bool) -> torch.Tensor:
     if pool == "avg":
-        if x.dtype in (torch.float16, torch.bfloat16):
-            return x.mean(axes, dtype=torch.float32).to(x.dtype)
-        return x.mean(axes)
-    return x.amax(axes)
-
-
-def _across(x: torch.Tensor, pool: str) -> torch.Tensor:
-    if pool == "avg":
-        if x.dtype in (torch.float16, torch.bfloat16):
-            return x.mean(1, keepdim=True, dtype=torch.float32).to(x.dtype)
-        return x.mean(1, keepdim=True)
-    return x.amax(1, keepdim=True)
+        return stable_mean(x, dim, keepdim=keepdim)
+    return x.amax(dim, keepdim=keepdim)
 
 
 def channel_gate(x, w1, b1, w2, b2, pools, act, gate):
     """M_c(x), shape (N, C, 1, ..., 1)."""
-    z = torch.stack([_global(x, p) for p in pools])
+    axes = tuple(range(2, x.ndim))
+    z = torch.stack([_pool(x, p, axes, False) for p in pools])
     logits = F.linear(act_forward(act, F.linear(z, w1, b1)), w2, b2).sum(0)
     g = act_forward(gate, logits)
     return g.reshape(*g.shape, *([1] * (x.ndim - 2)))
@@ -39,7 +34,7 @@ def channel_gate(x, w1, b1, w2, b2, pools, act, gate):
 
 def spatial_gate(x, weight, scale, shift, pools, gate):
     """M_s(x), shape (N, 1, *spatial)."""
-    maps = torch.cat([_across(x, p) for p in pools], dim=1)
+    maps = torch.cat([_pool(x, p, 1, True) for p in pools], dim=1)
     pad = [k // 2 for k in weight.shape[2:]]
     conv = (F.conv1d, F.conv2d, F.conv3d)[x.ndim - 3](maps, weight, padding=pad)
     if scale is not None:

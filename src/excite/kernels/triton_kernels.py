@@ -15,7 +15,11 @@ backward
   6. ``_input_grad``: one read of dy and x, one write of dx.
 
 The small parts (the channel MLP, the k^d convolution, the gates and their gradients)
-run as ordinary PyTorch ops on (N, C) and (N, 1, *spatial) tensors in float32.
+run as ordinary PyTorch ops on (N, C) and (N, 1, *spatial) tensors in float32, with
+``torch.autocast`` switched off inside forward and backward (as in :mod:`.fused`).
+
+:func:`channel_attention`, :func:`spatial_attention` and :func:`cbam` are this path's
+entries for :mod:`excite.kernels.unchecked`.
 """
 
 from __future__ import annotations
@@ -25,8 +29,15 @@ import triton
 import triton.language as tl
 from torch.autograd import Function
 
-from ._ops import mlp_backward, mlp_forward, ncs
-from .fused import _spatial_gate_backward, _spatial_gate_forward, _to
+from .ops import (
+    autocast_off,
+    cast,
+    mlp_backward,
+    mlp_forward,
+    ncs,
+    spatial_gate_backward,
+    spatial_gate_forward,
+)
 
 _BLOCK = 128
 
@@ -183,6 +194,7 @@ class TritonAttentionFunction(Function):
     """SE / M_c (spatial_pools None), M_s (channel_pools None) or CBAM channel→spatial."""
 
     @staticmethod
+    @autocast_off
     def forward(ctx, x, w1, b1, w2, b2, weight, scale, shift, cpools, spools, act, gate):
         x3 = ncs(x)
         n, c, s = x3.shape
@@ -196,7 +208,7 @@ class TritonAttentionFunction(Function):
             _global_pool[(n * c,)](x3, avg, mx, idx_c, c, s, *x3.stride(), BLOCK=_BLOCK)
             pooled = torch.stack([avg if p == "avg" else mx for p in cpools])
             h, z, logits, g = mlp_forward(
-                pooled, w1.to(f32), _to(b1, f32), w2.to(f32), _to(b2, f32), act, gate
+                pooled, w1.to(f32), cast(b1, f32), w2.to(f32), cast(b2, f32), act, gate
             )
         m = conv = pre = sg = idx_s = None
         if spools:
@@ -208,7 +220,7 @@ class TritonAttentionFunction(Function):
                 HAS_G=g is not None, BLOCK=_BLOCK,
             )
             maps = torch.stack([mean if p == "avg" else mxs for p in spools], 1).view(n, len(spools), *x.shape[2:])
-            m, conv, pre, sg = _spatial_gate_forward(maps, weight.to(f32), _to(scale, f32), _to(shift, f32), gate)
+            m, conv, pre, sg = spatial_gate_forward(maps, weight.to(f32), cast(scale, f32), cast(shift, f32), gate)
         out3 = torch.empty_like(x3)
         _apply[_grid_cs(n, c, s)](
             x3, g if g is not None else x3, sg if sg is not None else x3, out3, c, s,
@@ -220,6 +232,7 @@ class TritonAttentionFunction(Function):
         return out3.view(x.shape)
 
     @staticmethod
+    @autocast_off
     def backward(ctx, dout):
         (x, pooled, h, z, logits, g, idx_c, w1, w2, m, conv, pre, sg, idx_s, weight, scale) = ctx.saved_tensors
         cpools, spools, act, gate, has_b1, has_b2 = ctx.cfg
@@ -237,8 +250,8 @@ class TritonAttentionFunction(Function):
                 HAS_G=g is not None, BLOCK=_BLOCK,
             )
             needs = (ctx.needs_input_grad[6], ctx.needs_input_grad[7], ctx.needs_input_grad[5])
-            dmaps, dweight, dscale, dshift = _spatial_gate_backward(
-                ds.view(sg.shape), m, conv, pre, sg, weight.to(f32), _to(scale, f32), gate, needs
+            dmaps, dweight, dscale, dshift = spatial_gate_backward(
+                ds.view(sg.shape), m, conv, pre, sg, weight.to(f32), cast(scale, f32), gate, needs
             )
             dmaps = dmaps.reshape(n, len(spools), s)
             for i, p in enumerate(spools):
@@ -272,7 +285,7 @@ class TritonAttentionFunction(Function):
             HAS_G=g is not None, C_AVG="avg" in (cpools or ()), C_MAX="max" in (cpools or ()),
             **sflags, BLOCK=_BLOCK,
         )
-        grads = [_to(t, dt) for t, dt in zip((dw1, db1, dw2, db2, dweight, dscale, dshift), ctx.dts)]
+        grads = [cast(t, dt) for t, dt in zip((dw1, db1, dw2, db2, dweight, dscale, dshift), ctx.dts)]
         return (dx3.view(x.shape), *grads, None, None, None, None)
 
 

@@ -1,4 +1,5 @@
-"""Argument checks, activation lookup and input checks shared by the attention modules.
+"""Argument checks, activation lookup, the one input check and the channel MLP shared by
+the attention modules.
 
 Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right kind,
 wrong value) with the argument's name, the value received and what is allowed.
@@ -12,17 +13,22 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from excite import kernels
 from excite.checks import check_bool, check_choice, check_number, check_positive_int, make_divisible
+from excite.kernels import ACTIVATIONS, activation_name, unchecked
 
-from .rank import ntuple
+from .rank import global_avg_pool, global_max_pool, ntuple
 
 __all__ = [
     "ACTIVATIONS",
+    "GLOBAL_POOLS",
+    "ChannelMLP",
     "check_bool",
     "check_channels",
     "check_choice",
     "check_input",
     "check_kernel_size",
+    "check_optional_impl",
     "check_number",
     "check_pools",
     "check_positive_int",
@@ -32,19 +38,9 @@ __all__ = [
     "resolve_activation",
 ]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "silu": nn.SiLU,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "hard_sigmoid": nn.Hardsigmoid,
-    "identity": nn.Identity,
-}
-
-
 def resolve_activation(value: str | type[nn.Module], *, name: str) -> nn.Module:
-    """A new activation module from a name in :data:`ACTIVATIONS` or an ``nn.Module`` class.
+    """A new activation module from a name in :data:`ACTIVATIONS` (the one activation
+    table, :mod:`excite.kernels.activations`) or an ``nn.Module`` class.
 
     Args:
         value: e.g. ``"relu"``, ``"hard_sigmoid"`` or ``nn.SiLU``.
@@ -55,18 +51,24 @@ def resolve_activation(value: str | type[nn.Module], *, name: str) -> nn.Module:
         TypeError: neither a string nor an ``nn.Module`` subclass.
     """
     if isinstance(value, str):
-        cls = ACTIVATIONS.get(value.lower())
-        if cls is None:
+        row = ACTIVATIONS.get(value.lower())
+        if row is None:
             raise ValueError(
                 f"{name} must be one of {sorted(ACTIVATIONS)} or an nn.Module class, got {value!r}"
             )
-        return cls()
+        return row.module()
     if isinstance(value, type) and issubclass(value, nn.Module):
         return value()
     raise TypeError(
         f"{name} must be a name in {sorted(ACTIVATIONS)} or an nn.Module class (not an "
         f"instance), got {value!r}"
     )
+
+
+def check_optional_impl(impl: object) -> str | None:
+    """A module's ``impl`` option: None (follow the global default) or one of
+    :data:`excite.kernels.IMPLS`."""
+    return None if impl is None else kernels.check_impl(impl)
 
 
 def check_channels(channels: object, *, name: str = "channels") -> int:
@@ -143,11 +145,31 @@ def check_input(
     module: str,
     channels: int | None,
     ndim: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> None:
-    """Check an (N, C, *spatial) input's rank and channel count.
+    """The one check of an attention module's (N, C, *spatial) input, called once per
+    ``forward`` / ``gate`` call. The rules, the same for every family:
 
-    ``ndim=None`` accepts any rank >= 3 (channel modules); otherwise exactly ``ndim``.
-    ``channels=None`` accepts any channel count.
+    - ``x`` is a ``torch.Tensor`` (else ``TypeError``);
+    - rank: ``ndim=None`` accepts any rank >= 3 (channel modules), otherwise exactly
+      ``ndim`` (``ValueError``);
+    - C == ``channels`` when given (``ValueError``);
+    - floating point: integer, bool and complex tensors raise ``TypeError``;
+    - no zero-size channel or spatial dim (``ValueError`` naming the shape); an empty
+      batch (N = 0) passes, and the module returns an empty tensor of ``x``'s shape
+      (and empty gradients);
+    - ``dtype`` (the module's parameter dtype, when given): ``x`` has it, as
+      ``nn.Linear`` / ``nn.Conv`` require; a mix raises ``TypeError`` naming both
+      dtypes, except under ``torch.autocast``, which decides the compute dtype itself.
+      So ``module.double()`` runs float64 input, ``module.half()`` float16, for every
+      module.
+
+    Args:
+        x: the input.
+        module: the module's name, for error messages.
+        channels: the expected C, or None for any.
+        ndim: the expected rank, or None for any rank >= 3.
+        dtype: the module's parameter dtype, or None to accept any floating dtype.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{module} expects input x to be a torch.Tensor, got {type(x).__name__}")
@@ -167,4 +189,98 @@ def check_input(
         raise ValueError(
             f"{module} expects input x with channels={channels} at dim 1, "
             f"got shape {tuple(x.shape)}"
+        )
+    kernels.check_values(x, name=f"{module} input x")
+    if dtype is not None and x.dtype != dtype and not kernels.autocast_enabled(x):
+        raise TypeError(
+            f"{module} has {dtype} parameters but input x is {x.dtype}: convert one to the "
+            f"other (module.to({x.dtype}) or x.to({dtype})), or run under torch.autocast"
+        )
+
+
+GLOBAL_POOLS = {"avg": global_avg_pool, "max": global_max_pool}
+
+
+class ChannelMLP(nn.Module):
+    """The channel gate shared by SE (Hu et al. 2018, eq. 2-4) and CBAM's M_c (Woo et al.
+    2018, eq. 2): one MLP over every globally pooled descriptor, summed, then gated::
+
+        s = gate(sum_p fc2(act(fc1(pool_p(x)))))      y = x ⊙ s
+
+    Subclasses validate their own arguments and pass the results here; this base builds
+    ``fc1`` (C → hidden), ``act``, ``fc2`` (hidden → C), ``gate_act`` (in execution order)
+    and runs them on the reference path or through :mod:`excite.kernels.unchecked`.
+
+    Args:
+        channels: C (already checked).
+        hidden: the hidden width C/r (already checked).
+        pools: the pooled descriptors in order, names from :data:`GLOBAL_POOLS`.
+        bias: biases in both linear layers.
+        activation, gate: names or ``nn.Module`` classes (checked here).
+        impl: "auto", "reference", "fused", "triton" or None (already checked with
+            :func:`check_optional_impl`, first, as every module does).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hidden: int,
+        *,
+        pools: tuple[str, ...],
+        bias: bool,
+        activation: str | type[nn.Module],
+        gate: str | type[nn.Module],
+        impl: str | None,
+    ) -> None:
+        super().__init__()
+        self.impl = impl
+        self.channels = channels
+        self.pools = pools
+        check_bool(bias, name="bias")
+        self.fc1 = nn.Linear(channels, hidden, bias=bias)
+        self.act = resolve_activation(activation, name="activation")
+        self.fc2 = nn.Linear(hidden, channels, bias=bias)
+        self.gate_act = resolve_activation(gate, name="gate")
+
+    def _check(self, x: torch.Tensor) -> None:
+        check_input(x, module=type(self).__name__, channels=self.channels, dtype=self.fc1.weight.dtype)
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel map s, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
+        self._check(x)
+        return self._gate(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(x)``, same shape and dtype as ``x``."""
+        self._check(x)
+        return self._run(x)
+
+    def _gate(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`gate` without the input check."""
+        if len(self.pools) == 1:  # SE: one descriptor (N, C)
+            logits = self.fc2(self.act(self.fc1(GLOBAL_POOLS[self.pools[0]](x))))
+        else:
+            z = torch.stack([GLOBAL_POOLS[pool](x) for pool in self.pools])  # (P, N, C)
+            logits = self.fc2(self.act(self.fc1(z))).sum(0)  # one shared MLP, summed
+        s = self.gate_act(logits)
+        return s.reshape(*s.shape, *([1] * (x.ndim - 2)))
+
+    def _kernel_args(self) -> tuple[str, str] | None:
+        """(activation, gate) names for the kernels, or None without a fused form."""
+        act, gate = activation_name(self.act), activation_name(self.gate_act)
+        return None if act is None or gate is None else (act, gate)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without the input check: choose the implementation, apply."""
+        args = self._kernel_args()
+        which = kernels.resolve_impl(self.impl, x, supported=args is not None, kind="channel")
+        return self._forward_with(x, which, args)
+
+    def _forward_with(self, x: torch.Tensor, which: str, args: tuple[str, str] | None) -> torch.Tensor:
+        """``x * s`` on the implementation ``which`` (already resolved for ``args``)."""
+        if which == "reference" or args is None:
+            return x * self._gate(x)
+        return unchecked.channel_attention(
+            x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+            pools=self.pools, activation=args[0], gate=args[1], impl=which,
         )

@@ -15,33 +15,33 @@ import torch
 from torch import nn
 
 from excite import kernels
-from excite.kernels._modules import activation_name, norm_affine
+from excite.kernels import activation_name, unchecked
 
 from ._common import (
+    ChannelMLP,
     check_bool,
-    check_number,
     check_channels,
     check_choice,
     check_input,
     check_kernel_size,
+    check_number,
+    check_optional_impl,
     check_pools,
     check_reduction,
     hidden_width,
     resolve_activation,
 )
-from .rank import (
-    batch_norm_nd,
-    check_spatial_dims,
-    conv_nd,
-    global_avg_pool,
-    global_max_pool,
-    stable_mean,
-)
+from .rank import batch_norm_nd, check_spatial_dims, conv_nd, stable_mean
 from .registry import register_attention
 
 POOLS = ("avg", "max")
 ARRANGEMENTS = ("channel-spatial", "spatial-channel", "parallel")
 VARIANTS = ("paper", "official")
+
+_BatchNorm = nn.modules.batchnorm._BatchNorm
+
+#: the spatial module's fused-path arguments: (gate name, scale, shift)
+_SpatialArgs = tuple[str, "torch.Tensor | None", "torch.Tensor | None"]
 
 
 def _channel_avg(x: torch.Tensor) -> torch.Tensor:
@@ -52,11 +52,6 @@ def _channel_max(x: torch.Tensor) -> torch.Tensor:
     return x.amax(1, keepdim=True)
 
 
-# pool name -> (N, C, *spatial) -> (N, C): descriptors for the channel module
-_GLOBAL_POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "avg": global_avg_pool,
-    "max": global_max_pool,
-}
 # pool name -> (N, C, *spatial) -> (N, 1, *spatial): maps for the spatial module
 _CHANNEL_POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "avg": _channel_avg,
@@ -66,13 +61,37 @@ _CHANNEL_POOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 def _init_norm(norm: nn.Module, gamma: float) -> None:
     """Set an affine BatchNorm's gamma to ``gamma`` and beta to 0 (no-op for Identity)."""
-    if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.affine:
+    if isinstance(norm, _BatchNorm) and norm.affine:
         nn.init.constant_(norm.weight, gamma)
         nn.init.zeros_(norm.bias)
 
 
+def _norm_affine(norm: nn.Module) -> tuple[bool, torch.Tensor | None, torch.Tensor | None]:
+    """(supported, scale, shift) of the spatial module's optional norm for the fused paths.
+
+    ``nn.Identity`` -> no affine. A BatchNorm using running statistics (eval mode, or
+    ``track_running_stats`` with the stats present and not training) is the affine
+    ``scale = gamma / sqrt(var + eps)``, ``shift = beta - mean * scale``, built with
+    autograd ops so gamma and beta still receive gradients. A training-mode BatchNorm
+    (batch statistics) has no fused form.
+    """
+    if type(norm) is nn.Identity:
+        return True, None, None
+    if isinstance(norm, _BatchNorm):
+        if norm.training or norm.running_mean is None or norm.running_var is None:
+            return False, None, None
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = norm.weight * scale
+        shift = -norm.running_mean * scale
+        if norm.bias is not None:
+            shift = norm.bias + shift
+        return True, scale, shift
+    return False, None, None
+
+
 @register_attention("cam")
-class ChannelAttention(nn.Module):
+class ChannelAttention(ChannelMLP):
     """CBAM's channel attention module M_c (Woo et al. 2018, eq. 2).
 
     ``M_c(F) = sigma(MLP(AvgPool(F)) + MLP(MaxPool(F)))`` with one MLP shared by all
@@ -110,41 +129,13 @@ class ChannelAttention(nn.Module):
         gate: str | type[nn.Module] = "sigmoid",
         impl: str | None = None,
     ) -> None:
-        super().__init__()
-        self.impl = None if impl is None else kernels.check_impl(impl)
-        self.channels = check_channels(channels)
+        impl = check_optional_impl(impl)
+        check_channels(channels)
         check_reduction(reduction)
         hidden = hidden_width(channels, reduction, module="ChannelAttention")
-        self.pools = check_pools(pools, POOLS)
-        check_bool(bias, name="bias")
-        self.fc1 = nn.Linear(channels, hidden, bias=bias)
-        self.act = resolve_activation(activation, name="activation")
-        self.fc2 = nn.Linear(hidden, channels, bias=bias)
-        self.gate_act = resolve_activation(gate, name="gate")
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """The channel map M_c, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
-        check_input(x, module="ChannelAttention", channels=self.channels)
-        z = torch.stack([_GLOBAL_POOLS[pool](x) for pool in self.pools])  # (P, N, C)
-        logits = self.fc2(self.act(self.fc1(z))).sum(0)  # shared MLP, summed over pools
-        s = self.gate_act(logits)
-        return s.reshape(*s.shape, *([1] * (x.ndim - 2)))
-
-    def _fused_args(self) -> tuple[str | None, str | None]:
-        return activation_name(self.act), activation_name(self.gate_act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x * gate(x)``, same shape and dtype as ``x``."""
-        check_input(x, module="ChannelAttention", channels=self.channels)
-        act, gate = self._fused_args()
-        which = kernels.resolve_impl(
-            self.impl, x, supported=act is not None and gate is not None, kind="channel"
-        )
-        if which == "reference":
-            return x * self.gate(x)
-        return kernels.channel_attention(
-            x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-            pools=self.pools, activation=act, gate=gate, impl=which,
+        super().__init__(
+            channels, hidden, pools=check_pools(pools, POOLS), bias=bias,
+            activation=activation, gate=gate, impl=impl,
         )
 
 
@@ -196,7 +187,7 @@ class SpatialAttention(nn.Module):
         impl: str | None = None,
     ) -> None:
         super().__init__()
-        self.impl = None if impl is None else kernels.check_impl(impl)
+        self.impl = check_optional_impl(impl)
         self.channels = None if channels is None else check_channels(channels)
         self.spatial_dims = check_spatial_dims(spatial_dims)
         self.kernel_size = check_kernel_size(kernel_size, spatial_dims)
@@ -220,30 +211,41 @@ class SpatialAttention(nn.Module):
         """
         _init_norm(self.norm, 1.0)
 
+    def _check(self, x: torch.Tensor) -> None:
+        check_input(
+            x, module="SpatialAttention", channels=self.channels, ndim=self.spatial_dims + 2,
+            dtype=self.conv.weight.dtype,
+        )
+
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The spatial map M_s, shape (N, 1, *spatial), for input (N, C, *spatial)."""
-        check_input(
-            x, module="SpatialAttention", channels=self.channels, ndim=self.spatial_dims + 2
-        )
-        maps = torch.cat([_CHANNEL_POOLS[pool](x) for pool in self.pools], dim=1)
-        return self.gate_act(self.norm(self.conv(maps)))
-
-    def _fused_args(self) -> tuple[bool, str | None, torch.Tensor | None, torch.Tensor | None]:
-        """(supported, gate name, scale, shift); a training-mode BatchNorm is unsupported."""
-        gate = activation_name(self.gate_act)
-        ok, scale, shift = norm_affine(self.norm)
-        return ok and gate is not None, gate, scale, shift
+        self._check(x)
+        return self._gate(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x * gate(x)``, same shape and dtype as ``x``."""
-        check_input(
-            x, module="SpatialAttention", channels=self.channels, ndim=self.spatial_dims + 2
-        )
-        ok, gate, scale, shift = self._fused_args()
-        which = kernels.resolve_impl(self.impl, x, supported=ok)
-        if which == "reference":
-            return x * self.gate(x)
-        return kernels.spatial_attention(
+        self._check(x)
+        args = self._kernel_args()
+        return self._forward_with(x, kernels.resolve_impl(self.impl, x, supported=args is not None), args)
+
+    def _gate(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`gate` without the input check."""
+        maps = torch.cat([_CHANNEL_POOLS[pool](x) for pool in self.pools], dim=1)
+        return self.gate_act(self.norm(self.conv(maps)))
+
+    def _kernel_args(self) -> _SpatialArgs | None:
+        """(gate name, scale, shift) for the kernels, or None without a fused form (a
+        custom gate class, a training-mode BatchNorm)."""
+        gate = activation_name(self.gate_act)
+        ok, scale, shift = _norm_affine(self.norm)
+        return (gate, scale, shift) if ok and gate is not None else None
+
+    def _forward_with(self, x: torch.Tensor, which: str, args: _SpatialArgs | None) -> torch.Tensor:
+        """``x * M_s(x)`` on the implementation ``which`` (already resolved for ``args``)."""
+        if which == "reference" or args is None:
+            return x * self._gate(x)
+        gate, scale, shift = args
+        return unchecked.spatial_attention(
             x, self.conv.weight, pools=self.pools, gate=gate, scale=scale, shift=shift, impl=which
         )
 
@@ -305,7 +307,7 @@ class CBAM(nn.Module):
         impl: str | None = None,
     ) -> None:
         super().__init__()
-        self.impl = None if impl is None else kernels.check_impl(impl)
+        self.impl = check_optional_impl(impl)
         self.arrangement = check_choice(arrangement, ARRANGEMENTS, name="arrangement")
         self.variant = check_choice(variant, VARIANTS, name="variant")
         official = variant == "official"
@@ -345,7 +347,10 @@ class CBAM(nn.Module):
         _init_norm(self.spatial.norm, 0.0 if self.variant == "official" else 1.0)
 
     def _check(self, x: torch.Tensor) -> None:
-        check_input(x, module="CBAM", channels=self.channels, ndim=self.spatial_dims + 2)
+        check_input(
+            x, module="CBAM", channels=self.channels, ndim=self.spatial_dims + 2,
+            dtype=self.channel.fc1.weight.dtype,
+        )
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The combined map, shape (N, C, *spatial), such that ``forward(x) == x * gate(x)``.
@@ -353,31 +358,43 @@ class CBAM(nn.Module):
         The separate maps are ``self.channel.gate`` and ``self.spatial.gate``.
         """
         self._check(x)
+        channel, spatial = self.channel._gate, self.spatial._gate  # unchecked: checked above
         if self.arrangement == "channel-spatial":
-            mc = self.channel.gate(x)
-            return mc * self.spatial.gate(x * mc)
+            mc = channel(x)
+            return mc * spatial(x * mc)
         if self.arrangement == "spatial-channel":
-            ms = self.spatial.gate(x)
-            return ms * self.channel.gate(x * ms)
-        return self.channel.gate(x) * self.spatial.gate(x)
+            ms = spatial(x)
+            return ms * channel(x * ms)
+        return channel(x) * spatial(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The refined features F'', same shape and dtype as ``x``."""
+        """The refined features F'', same shape and dtype as ``x``.
+
+        The input is checked once and the implementation chosen once for the whole
+        block: "channel-spatial" runs as one fused CBAM kernel when both modules have a
+        fused form with the same gate; "spatial-channel" runs M_s then M_c on the one
+        implementation chosen (under "auto" the fused path on CPU, as for M_s);
+        "parallel" has no fused form (the reference path; an explicit "fused"/"triton"
+        raises ``ValueError``).
+        """
         self._check(x)
+        cargs, sargs = self.channel._kernel_args(), self.spatial._kernel_args()
         if self.arrangement == "channel-spatial":
-            act, cgate = self.channel._fused_args()
-            ok, sgate, scale, shift = self.spatial._fused_args()
-            supported = ok and act is not None and cgate is not None and cgate == sgate
+            supported = cargs is not None and sargs is not None and cargs[1] == sargs[0]
             which = kernels.resolve_impl(self.impl, x, supported=supported)
-            if which != "reference":
-                ch, sp = self.channel, self.spatial
-                return kernels.cbam(
-                    x, ch.fc1.weight, ch.fc1.bias, ch.fc2.weight, ch.fc2.bias, sp.conv.weight,
-                    channel_pools=ch.pools, spatial_pools=sp.pools, activation=act, gate=cgate,
-                    scale=scale, shift=shift, impl=which,
-                )
-            y = x * self.channel.gate(x)
-            return y * self.spatial.gate(y)
+            if which == "reference":
+                y = x * self.channel._gate(x)
+                return y * self.spatial._gate(y)
+            ch, sp = self.channel, self.spatial
+            return unchecked.cbam(
+                x, ch.fc1.weight, ch.fc1.bias, ch.fc2.weight, ch.fc2.bias, sp.conv.weight,
+                channel_pools=ch.pools, spatial_pools=sp.pools, activation=cargs[0],
+                gate=cargs[1], scale=sargs[1], shift=sargs[2], impl=which,
+            )
         if self.arrangement == "spatial-channel":
-            return self.channel(self.spatial(x))
-        return x * self.channel.gate(x) * self.spatial.gate(x)
+            which = kernels.resolve_impl(
+                self.impl, x, supported=cargs is not None and sargs is not None
+            )
+            return self.channel._forward_with(self.spatial._forward_with(x, which, sargs), which, cargs)
+        kernels.resolve_impl(self.impl, x, supported=False)  # raises for explicit fused/triton
+        return x * self.channel._gate(x) * self.spatial._gate(x)

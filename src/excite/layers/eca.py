@@ -92,16 +92,24 @@ class ECA(nn.Module):
         )
         self.gate_act = resolve_activation(gate, name="gate")
 
+    def _check(self, x: torch.Tensor) -> None:
+        check_input(x, module=type(self).__name__, channels=self.channels, dtype=self.conv.weight.dtype)
+
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The channel map omega, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
-        check_input(x, module="ECA", channels=self.channels)
-        y = global_avg_pool(x).unsqueeze(1)  # (N, 1, C): channels as a 1D sequence
-        s = self.gate_act(self.conv(y)).squeeze(1)  # (N, C)
-        return s.reshape(*s.shape, *([1] * (x.ndim - 2)))
+        self._check(x)
+        return self._gate(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x * gate(x)``, same shape and dtype as ``x``."""
-        return x * self.gate(x)
+        self._check(x)
+        return x * self._gate(x)
+
+    def _gate(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`gate` without the input check."""
+        y = global_avg_pool(x).unsqueeze(1)  # (N, 1, C): channels as a 1D sequence
+        s = self.gate_act(self.conv(y)).squeeze(1)  # (N, C)
+        return s.reshape(*s.shape, *([1] * (x.ndim - 2)))
 
 
 @register_attention("ceca")

@@ -3,12 +3,16 @@
 A tensor of rank d + 2 is laid out (N, C, *spatial) with spatial = (L,), (H, W) or
 (T, H, W). Modules look up their layer classes here by ``spatial_dims`` instead of
 hard-coding ``Conv2d``; forwards reduce over :func:`spatial_axes` instead of ``(2, 3)``.
+Means go through :func:`stable_mean`, the one float32-accumulating mean (defined in
+:mod:`excite.kernels.ops`, shared with the fused paths, re-exported here).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from excite.kernels.ops import HALF_DTYPES, stable_mean
 
 SPATIAL_DIMS = (1, 2, 3)
 
@@ -74,18 +78,7 @@ def ntuple(value: int | tuple[int, ...], spatial_dims: int, *, name: str) -> tup
     raise TypeError(f"{name} must be an int or a tuple of {spatial_dims} ints, got {value!r}")
 
 
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
-
-
-def stable_mean(x: torch.Tensor, dim: int | tuple[int, ...], *, keepdim: bool = False) -> torch.Tensor:
-    """Mean over ``dim`` that accumulates in float32 for fp16/bf16 input.
-
-    The result has ``x.dtype``. (``F.adaptive_avg_pool3d`` can overflow to inf in fp16,
-    so attention modules pool with this instead.)
-    """
-    if x.dtype in _HALF_DTYPES:
-        return x.mean(dim, keepdim=keepdim, dtype=torch.float32).to(x.dtype)
-    return x.mean(dim, keepdim=keepdim)
+_HALF_DTYPES = HALF_DTYPES
 
 
 def global_avg_pool(x: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:

@@ -37,15 +37,25 @@ class SpatialSqueezeExcite(nn.Module):
         self.conv = conv_nd(spatial_dims)(channels, 1, kernel_size=1)
         self.gate_act = resolve_activation(gate, name="gate")
 
+    def _check(self, x: torch.Tensor) -> None:
+        check_input(
+            x, module="SpatialSqueezeExcite", channels=self.channels, ndim=self.spatial_dims + 2,
+            dtype=self.conv.weight.dtype,
+        )
+
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The spatial map q, shape (N, 1, *spatial)."""
-        check_input(
-            x, module="SpatialSqueezeExcite", channels=self.channels, ndim=self.spatial_dims + 2
-        )
-        return self.gate_act(self.conv(x))
+        self._check(x)
+        return self._gate(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x)
+        """``x * q``, same shape and dtype as ``x``."""
+        self._check(x)
+        return x * self._gate(x)
+
+    def _gate(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`gate` without the input check."""
+        return self.gate_act(self.conv(x))
 
 
 @register_attention("scse")
@@ -90,21 +100,25 @@ class SCSE(nn.Module):
         self.spatial = SpatialSqueezeExcite(channels, spatial_dims=spatial_dims)
 
     def _check(self, x: torch.Tensor) -> None:
-        check_input(x, module="SCSE", channels=self.channels, ndim=self.spatial_dims + 2)
+        check_input(
+            x, module="SCSE", channels=self.channels, ndim=self.spatial_dims + 2,
+            dtype=self.channel.fc1.weight.dtype,
+        )
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The map m, shape (N, C, *spatial), with ``forward(x) == x * m``: the sum of
         the two gates ("add"), or per element the gate whose product is larger ("max")."""
         self._check(x)
-        c, s = self.channel.gate(x), self.spatial.gate(x)
+        c, s = self.channel._gate(x), self.spatial._gate(x)  # unchecked: checked above
         if self.combine == "add":
             return c + s
         return torch.where(x * c >= x * s, c, s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The recalibrated features, same shape and dtype as ``x``."""
+        """The recalibrated features, same shape and dtype as ``x``. The input is checked
+        once; the cSE branch chooses its implementation as :class:`SqueezeExcite` does."""
         self._check(x)
-        xc, xs = self.channel(x), self.spatial(x)
+        xc, xs = self.channel._run(x), x * self.spatial._gate(x)
         if self.combine == "add":
             return xc + xs
         return torch.maximum(xc, xs)

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from excite import kernels
-from excite.kernels._modules import activation_name
-
 from ._common import (
-    check_bool,
+    ChannelMLP,
     check_channels,
-    check_input,
+    check_optional_impl,
     check_positive_int,
     check_reduction,
     hidden_width,
-    resolve_activation,
 )
-from .rank import global_avg_pool
 from .registry import register_attention
 
 
 @register_attention("se")
-class SqueezeExcite(nn.Module):
+class SqueezeExcite(ChannelMLP):
     """Squeeze-and-Excitation: channel gate from globally pooled features.
 
     Hu et al. 2018, eq. 2-4: ``z = mean_spatial(x)``, ``s = sigma(W2 delta(W1 z))``,
@@ -65,38 +59,15 @@ class SqueezeExcite(nn.Module):
         gate: str | type[nn.Module] = "sigmoid",
         impl: str | None = None,
     ) -> None:
-        super().__init__()
-        self.impl = None if impl is None else kernels.check_impl(impl)
-        self.channels = check_channels(channels)
+        impl = check_optional_impl(impl)
+        check_channels(channels)
         check_reduction(reduction)
         check_positive_int(divisor, name="divisor")
         if hidden_channels is None:
             hidden = hidden_width(channels, reduction, divisor=divisor, module="SqueezeExcite")
         else:
             hidden = check_positive_int(hidden_channels, name="hidden_channels")
-        check_bool(bias, name="bias")
-        self.fc1 = nn.Linear(channels, hidden, bias=bias)
-        self.act = resolve_activation(activation, name="activation")
-        self.fc2 = nn.Linear(hidden, channels, bias=bias)
-        self.gate_act = resolve_activation(gate, name="gate")
-
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """The channel map s, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
-        check_input(x, module="SqueezeExcite", channels=self.channels)
-        z = global_avg_pool(x)  # (N, C)
-        s = self.gate_act(self.fc2(self.act(self.fc1(z))))
-        return s.reshape(*s.shape, *([1] * (x.ndim - 2)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x * gate(x)``, same shape and dtype as ``x``."""
-        check_input(x, module="SqueezeExcite", channels=self.channels)
-        act, gate = activation_name(self.act), activation_name(self.gate_act)
-        which = kernels.resolve_impl(
-            self.impl, x, supported=act is not None and gate is not None, kind="channel"
-        )
-        if which == "reference":
-            return x * self.gate(x)
-        return kernels.squeeze_excite(
-            x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
-            activation=act, gate=gate, impl=which,
+        super().__init__(
+            channels, hidden, pools=("avg",), bias=bias, activation=activation, gate=gate,
+            impl=impl,
         )
