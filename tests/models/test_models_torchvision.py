@@ -80,3 +80,18 @@ def test_mismatched_head_is_refused():
     ours = create_model("resnet18", num_classes=5)
     with pytest.raises(ValueError, match="fc.weight"):
         load_torchvision_state_dict(ours, reference.state_dict())
+
+
+@pytest.mark.parametrize("name", ["resnet18", "r2plus1d_18"])
+def test_convert_state_dict_torchvision_source_gives_torchvision_logits(name):
+    """excite.convert_state_dict(source="torchvision") is the renaming used above."""
+    from excite.interop import convert_state_dict
+
+    torch.manual_seed(0)
+    reference = _torchvision_model(name, 10).eval()
+    _randomise_bn(reference)
+    ours = create_model(name, num_classes=10).eval()
+    ours.load_state_dict(convert_state_dict(reference.state_dict(), source="torchvision"), strict=True)
+    x = torch.randn((1, 3, 4, 32, 32) if name.startswith("r2") else (1, 3, 64, 64))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=1e-5)

@@ -500,6 +500,16 @@ def _time_kernels(time_kernel: int | Mapping[str, int], num_stages: int) -> tupl
     return values["stem"], [values[key] for key in stage_keys]
 
 
+def _spatial_pair(value: Any, name: str) -> tuple[int, ...]:
+    """With ``time_kernel``, a stem / pool setting names the two spatial axes only."""
+    if isinstance(value, (tuple, list)) and len(value) != 2:
+        raise ValueError(
+            f"with time_kernel, {name} gives the two spatial axes (an int or 2 ints; time is "
+            f"set by time_kernel), got {tuple(value)!r}"
+        )
+    return ntuple(value, 2, name=name)
+
+
 def _inflated(builder: Any, time_kernel: int) -> ConvBuilder:
     """The I3D twin of a plain :class:`ConvNd` builder."""
     if type(builder) is not ConvNd or not isinstance(builder.kernel_size, int):
@@ -699,14 +709,12 @@ class ResNet(nn.Module):
             if stem_conv is not None:
                 raise ValueError("time_kernel cannot be combined with a custom stem_conv")
             t_stem, t_stages = _time_kernels(time_kernel, len(layers))
-            stem_kernel_size = (t_stem, *ntuple(stem_kernel_size, 2, name="stem_kernel_size"))
-            stem_stride = (1, *ntuple(stem_stride, 2, name="stem_stride"))
+            stem_kernel_size = (t_stem, *_spatial_pair(stem_kernel_size, "stem_kernel_size"))
+            stem_stride = (1, *_spatial_pair(stem_stride, "stem_stride"))
             if stem_padding is not None:
-                stem_padding = (t_stem // 2, *ntuple(stem_padding, 2, name="stem_padding"))
-            stem_pool_kernel_size = (
-                1, *ntuple(stem_pool_kernel_size, 2, name="stem_pool_kernel_size")
-            )
-            stem_pool_stride = (1, *ntuple(stem_pool_stride, 2, name="stem_pool_stride"))
+                stem_padding = (t_stem // 2, *_spatial_pair(stem_padding, "stem_padding"))
+            stem_pool_kernel_size = (1, *_spatial_pair(stem_pool_kernel_size, "stem_pool_kernel_size"))
+            stem_pool_stride = (1, *_spatial_pair(stem_pool_stride, "stem_pool_stride"))
             builders = tuple(_inflated(b, t) for b, t in zip(builders, t_stages))
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels

@@ -3,9 +3,11 @@
 2D ResNets use torchvision's parameter names already, so their state dicts load as is.
 torchvision's video ResNets wrap each convolution and its BatchNorm in a Sequential
 (``layer1.0.conv1.0`` / ``layer1.0.conv1.1``, ``stem.0`` / ``stem.1``); excite's single
-block class names them ``conv1`` / ``bn1``. :func:`load_torchvision_state_dict` renames
-those keys, loads everything, and reports the attention parameters (which torchvision
-models do not have) as new.
+block class names them ``conv1`` / ``bn1``. :func:`convert_torchvision_state_dict` is the
+renaming behind ``excite.convert_state_dict(state, source="torchvision")`` (which also
+reads the other codebases' checkpoints, see :mod:`excite.interop.convert`);
+:func:`load_torchvision_state_dict` renames, loads everything, and reports the attention
+parameters (which torchvision models do not have) as new.
 """
 
 from __future__ import annotations
