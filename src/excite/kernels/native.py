@@ -1,0 +1,102 @@
+"""One-pass native CPU kernels (C++, ``csrc/attention_cpu.cpp``), compiled on first use.
+
+Eager PyTorch needs a pass over x for every reduction and product of an attention block;
+these kernels do a block's stages in the fewest passes over the full-size tensors:
+
+=========================  ===================================  ===========================
+stage                      computes                             passes over full tensors
+=========================  ===================================  ===========================
+``global_pools``           mean and max over S (+ argmax)       1 read of x
+``gated_channel_pools``    mean and max over C of x * M_c       1 read of x
+``apply``                  (x * M_c) * M_s                      1 read, 1 write
+``grad_stats``             sum_c M_c dy x, sum_s dy x M_s       1 read of dy and x
+``grad_input``             dx from the small gradients          1 read of dy, 1 write
+=========================  ===================================  ===========================
+
+so CBAM's forward reads x three times and writes once (eager: about six reads and two
+writes), its backward reads dy and x about four times and writes dx once. The small parts
+(the channel MLP, the 2->1 spatial convolution) run as ATen ops.
+
+The extension is built with ``torch.utils.cpp_extension`` the first time a CPU attention
+block runs under ``impl="auto"`` or ``"native"`` and cached (``TORCH_EXTENSIONS_DIR``,
+default ``~/.cache/torch_extensions``). Without a working compiler, or with
+``EXCITE_NATIVE=0`` in the environment, :func:`available` is False and "auto" keeps the
+pure-PyTorch fused path. :func:`status` says which, and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+__all__ = ["available", "load", "status"]
+
+_SOURCE = Path(__file__).with_name("csrc") / "attention_cpu.cpp"
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_failure: str | None = None
+
+
+def _disabled() -> bool:
+    return os.environ.get("EXCITE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def load() -> ModuleType | None:
+    """The compiled extension (building it once), or None when it cannot be had."""
+    global _module, _failure
+    if _module is not None or _failure is not None:
+        return _module
+    if _disabled():
+        _failure = "disabled by EXCITE_NATIVE=0"
+        return None
+    with _lock:
+        if _module is not None or _failure is not None:
+            return _module
+        try:
+            from torch.utils import cpp_extension
+
+            digest = hashlib.sha1(_SOURCE.read_bytes()).hexdigest()[:10]
+            name = f"excite_attention_cpu_{digest}"
+            print("excite: building the native CPU attention kernels (once; cached)", file=sys.stderr)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _module = cpp_extension.load(
+                    name=name,
+                    sources=[str(_SOURCE)],
+                    extra_cflags=["-O3", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"],
+                    verbose=False,
+                )
+        except Exception as exc:  # no compiler, no headers, a failed build: keep the fallback
+            first = str(exc).strip().splitlines()
+            _failure = f"{type(exc).__name__}: {first[0] if first else exc!r}"
+            _module = None
+    return _module
+
+
+def available() -> bool:
+    """True when the native kernels are (or can be) loaded on this machine."""
+    return load() is not None
+
+
+def status() -> str:
+    """One line: "loaded", or why the native kernels are not used."""
+    module = load()
+    return "loaded" if module is not None else f"not used ({_failure})"
+
+
+def usable(x: torch.Tensor) -> bool:
+    """The native kernels can run on ``x``: a CPU floating tensor outside tracing/compiling."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+        and not torch.compiler.is_compiling()
+        and available()
+    )
