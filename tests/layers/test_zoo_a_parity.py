@@ -5,7 +5,8 @@ Two layers of tests:
 
 * always: a hand-built stand-in for each timm module (a state dict with timm's parameter
   names and shapes, and timm's forward re-implemented here with ``torch.nn.functional``)
-  against the excite module loaded through the key mapping (strictly: every key used);
+  against the excite module loaded through the family's ``*_from_timm`` mapping
+  (strictly: every key used, every shape right);
 * when timm is installed: the real timm module (its state dict must have exactly the
   stand-in's names and shapes) against the excite module, through the same mapping.
 """
@@ -27,6 +28,12 @@ from excite.layers import (
     GlobalContext,
     StripPooling,
 )
+from excite.layers.coordinate import coordinate_from_timm
+from excite.layers.effective_se import effective_se_from_timm
+from excite.layers.efficient_local import efficient_local_from_timm
+from excite.layers.gather_excite import gather_excite_from_timm
+from excite.layers.global_context import global_context_from_timm
+from excite.layers.strip_pooling import strip_pooling_from_timm
 
 C = 32
 SIZE = (9, 10)
@@ -57,22 +64,22 @@ def mlp_layout(prefix: str, hidden: int, norm: bool = False) -> dict[str, tuple[
     return out
 
 
-# name -> (timm constructor kwargs, timm state-dict layout, excite module, timm -> excite key prefixes)
+# name -> (timm constructor kwargs, timm state-dict layout, excite module, key mapping)
 CASES = {
     "ese": (
         {}, {"fc.weight": (C, C, 1, 1), "fc.bias": (C,)},
         lambda: EffectiveSqueezeExcite(C),
-        {"fc.": "fc."},
+        effective_se_from_timm,
     ),
     "ge": (  # timm's default: global extent, no gather parameters, with the MLP
         {}, mlp_layout("mlp", GE_RD),
         lambda: GatherExcite(C, spatial_dims=2, mlp=True, hidden_channels=GE_RD),
-        {"mlp.": "mlp."},
+        gather_excite_from_timm,
     ),
     "ge_extent2": (  # theta-minus, extent 2, no MLP
         {"extent": 2, "use_mlp": False}, {},
         lambda: GatherExcite(C, spatial_dims=2, extent=2),
-        {},
+        gather_excite_from_timm,
     ),
     "ge_theta_plus4": (  # theta-plus, extent 4
         {"extent": 4, "extra_params": True},
@@ -81,53 +88,50 @@ CASES = {
          **mlp_layout("mlp", GE_RD)},
         lambda: GatherExcite(C, spatial_dims=2, extent=4, learned_gather=True, mlp=True,
                              hidden_channels=GE_RD),
-        {"gather.": "gather.", "mlp.": "mlp."},
+        gather_excite_from_timm,
     ),
     "gc": (  # timm's "gc": scale fusion
         {}, {"conv_attn.weight": (1, C, 1, 1), "conv_attn.bias": (1,), **mlp_layout("mlp_scale", GC_RD, True)},
         lambda: GlobalContext(C, hidden_channels=GC_RD, fusion="scale", norm_eps=1e-6),
-        {"conv_attn.": "attn.", "mlp_scale.": "scale_transform."},
+        global_context_from_timm,
     ),
     "gca": (  # timm's "gca": add fusion
         {"fuse_add": True, "fuse_scale": False},
         {"conv_attn.weight": (1, C, 1, 1), "conv_attn.bias": (1,), **mlp_layout("mlp_add", GC_RD, True)},
         lambda: GlobalContext(C, hidden_channels=GC_RD, fusion="add", norm_eps=1e-6),
-        {"conv_attn.": "attn.", "mlp_add.": "add_transform."},
+        global_context_from_timm,
     ),
     "coord": (
         {}, {"conv1.weight": (COORD_RD, C, 1, 1), **bn_layout("bn1", COORD_RD),
              "conv_h.weight": (C, COORD_RD, 1, 1), "conv_w.weight": (C, COORD_RD, 1, 1)},
         lambda: CoordinateAttention(C, spatial_dims=2, hidden_channels=COORD_RD, bias=False),
-        {"conv1.": "conv1.", "bn1.": "norm.", "conv_h.": "convs.0.", "conv_w.": "convs.1."},
+        coordinate_from_timm,
     ),
     "ela": (
         {}, {"conv_h.weight": (C, 1, 7, 1), "conv_w.weight": (C, 1, 1, 7),
              "norm_h.weight": (C,), "norm_h.bias": (C,), "norm_w.weight": (C,), "norm_w.bias": (C,)},
         lambda: EfficientLocalAttention(C, spatial_dims=2, kernel_size=7, shared=False,
                                         norm_groups=1, activation="silu"),
-        {"conv_h.": "convs.0.", "conv_w.": "convs.1.", "norm_h.": "norms.0.", "norm_w.": "norms.1."},
+        efficient_local_from_timm,
     ),
     "strip": (
         {}, {"conv_h.weight": (C, 1, 3, 1), "conv_w.weight": (C, 1, 1, 3)},
         lambda: StripPooling(C, spatial_dims=2, kernel_size=3, depthwise=True, norm=False,
                              fusion="sum"),
-        {"conv_h.": "convs.0.", "conv_w.": "convs.1."},
+        strip_pooling_from_timm,
     ),
 }
 
 
 def to_excite(name: str, timm_state: dict[str, torch.Tensor], excite_module) -> dict[str, torch.Tensor]:
-    """The documented mapping: rename by prefix, reshape to excite's shape (only
-    1-sized kernel axes are dropped)."""
-    prefixes = CASES[name][3]
+    """The family's ``*_from_timm`` mapping; the keys must be exactly the module's and
+    every value must have the module's shape."""
+    mapped = CASES[name][3](timm_state)
     target = excite_module.state_dict()
-    out = {}
-    for key, value in timm_state.items():
-        (old,) = [p for p in prefixes if key.startswith(p)]
-        new = prefixes[old] + key[len(old):]
-        assert value.numel() == target[new].numel(), key
-        out[new] = value.reshape(target[new].shape)
-    return out
+    assert set(mapped) == set(target)
+    for key, value in mapped.items():
+        assert value.shape == target[key].shape, key
+    return mapped
 
 
 def random_state(layout: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -271,3 +275,8 @@ def test_timm_module(name: str) -> None:
     x = torch.randn(3, C, *SIZE)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), **TOL)
+
+
+def test_mapping_rejects_keys_that_are_not_timm_s() -> None:
+    with pytest.raises(ValueError, match=r"'conv_x\.weight'.*CoordAttn"):
+        coordinate_from_timm({"conv_x.weight": torch.zeros(1)})

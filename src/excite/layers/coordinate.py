@@ -3,6 +3,8 @@ Network Design", CVPR 2021)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -16,6 +18,7 @@ from ._common import (
 )
 from .rank import check_spatial_dims, expand_axis, pool_except, spatial_axes
 from .registry import register_attention
+from .timm_keys import rename_prefixes
 
 
 @register_attention("coord")
@@ -117,3 +120,23 @@ class CoordinateAttention(nn.Module):
         for g in self.gate(x):
             out = out * g
         return out
+
+
+def coordinate_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm ``CoordAttn`` state dict with :class:`CoordinateAttention`'s keys:
+    ``conv1`` -> ``conv1``, ``bn1`` -> ``norm``, ``conv_h`` -> ``convs.0``, ``conv_w`` ->
+    ``convs.1`` (1×1 Conv2d weights as Conv1d weights). Load it into
+    ``CoordinateAttention(C, spatial_dims=2, hidden_channels=m, bias=False)`` with timm's
+    width ``m = max(8, int(C / 24 + 4) // 8 * 8)`` (``make_divisible(C / 16 · 2/3, 8)``
+    without its round-up).
+
+    Raises:
+        ValueError: a key that is not part of timm's module.
+    """
+    renames = {
+        "conv1.": ("conv1.", 2),
+        "bn1.": ("norm.", None),
+        "conv_h.": ("convs.0.", 2),
+        "conv_w.": ("convs.1.", 2),
+    }
+    return rename_prefixes(state_dict, renames, module="CoordAttn")

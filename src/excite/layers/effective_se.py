@@ -3,12 +3,15 @@ Segmentation", CVPR 2020: the eSE module of VoVNetV2)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
 from ._common import check_bool, check_channels, check_input, resolve_activation
 from .rank import global_avg_pool
 from .registry import register_attention
+from .timm_keys import rename_prefixes
 
 
 @register_attention("ese")
@@ -57,3 +60,14 @@ class EffectiveSqueezeExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x * gate(x)``, same shape and dtype as ``x``."""
         return x * self.gate(x)
+
+
+def effective_se_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm ``EffectiveSEModule`` state dict with :class:`EffectiveSqueezeExcite`'s
+    keys: ``fc.weight`` (C, C, 1, 1) -> (C, C), ``fc.bias`` as is. Load it into
+    ``EffectiveSqueezeExcite(C)`` (the defaults are timm's: bias, hard sigmoid).
+
+    Raises:
+        ValueError: a key that is not part of timm's module.
+    """
+    return rename_prefixes(state_dict, {"fc.": ("fc.", 1)}, module="EffectiveSEModule")

@@ -3,6 +3,8 @@ Convolutional Neural Networks", arXiv:2403.01123, 2024)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -16,6 +18,7 @@ from ._common import (
 )
 from .rank import check_spatial_dims, expand_axis, pool_except, spatial_axes
 from .registry import register_attention
+from .timm_keys import rename_prefixes
 
 #: the paper's GroupNorm group count (ELA-B, ELA-S, ELA-L)
 DEFAULT_NORM_GROUPS = 16
@@ -134,3 +137,22 @@ class EfficientLocalAttention(nn.Module):
         for g in self.gate(x):
             out = out * g
         return out
+
+
+def efficient_local_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm ``EfficientLocalAttn`` state dict with :class:`EfficientLocalAttention`'s
+    keys: ``conv_h`` / ``conv_w`` -> ``convs.0`` / ``convs.1`` ((C, 1, k, 1) and
+    (C, 1, 1, k) as (C, 1, k)), ``norm_h`` / ``norm_w`` -> ``norms.0`` / ``norms.1``.
+    Load it into ``EfficientLocalAttention(C, spatial_dims=2, kernel_size=7,
+    shared=False, norm_groups=1, activation="silu")``.
+
+    Raises:
+        ValueError: a key that is not part of timm's module.
+    """
+    renames = {
+        "conv_h.": ("convs.0.", 2),
+        "conv_w.": ("convs.1.", 2),
+        "norm_h.": ("norms.0.", None),
+        "norm_w.": ("norms.1.", None),
+    }
+    return rename_prefixes(state_dict, renames, module="EfficientLocalAttn")

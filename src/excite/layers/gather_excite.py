@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from ._common import (
 )
 from .rank import avg_pool, batch_norm_nd, check_spatial_dims, conv_nd, global_avg_pool, ntuple
 from .registry import register_attention
+from .timm_keys import rename_prefixes
 
 
 def _check_extent(extent: object, *, learned_gather: bool) -> int | None:
@@ -200,3 +202,19 @@ class GatherExcite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x * gate(x)``, same shape and dtype as ``x``."""
         return x * self.gate(x)
+
+
+def gather_excite_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm ``GatherExcite`` state dict with :class:`GatherExcite`'s keys: the names
+    and shapes are the same (``gather.conv{i}`` / ``gather.norm{i}``, ``mlp.fc1`` /
+    ``mlp.fc2``); this checks that every key is one of them. Build the module with
+    ``spatial_dims=2`` and timm's settings: ``extent`` (timm's 0 is None),
+    ``learned_gather=extra_params``, ``mlp=use_mlp`` (timm's default True) and
+    ``hidden_channels=max(1, int(C / 16 + 0.5))`` (timm's rounding of ``rd_ratio=1/16``).
+
+    Raises:
+        ValueError: a key that is not part of timm's module.
+    """
+    return rename_prefixes(
+        state_dict, {"gather.": ("gather.", None), "mlp.": ("mlp.", None)}, module="GatherExcite"
+    )

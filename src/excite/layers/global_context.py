@@ -3,6 +3,8 @@ Squeeze-Excitation Networks and Beyond", ICCV Workshops 2019 / TPAMI 2020)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ from ._common import (
 )
 from .rank import global_avg_pool
 from .registry import register_attention
+from .timm_keys import rename_prefixes
 
 FUSIONS = ("add", "scale", "scale+add")
 POOLINGS = ("attention", "avg")
@@ -183,3 +186,22 @@ class GlobalContext(nn.Module):
         if self.add_transform is not None:
             out = out + self.add_transform(z).reshape(expand)
         return out
+
+
+def global_context_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm ``GlobalContext`` state dict with :class:`GlobalContext`'s keys:
+    ``conv_attn`` -> ``attn``, ``mlp_scale`` -> ``scale_transform``, ``mlp_add`` ->
+    ``add_transform`` (1×1 convolution weights flattened to Linear weights). Load it into
+    ``GlobalContext(C, hidden_channels=max(1, int(C / 8 + 0.5)), fusion="scale",
+    norm_eps=1e-6)``
+    (timm's "gc"; ``fusion="add"`` for "gca", ``"scale+add"`` with both MLPs).
+
+    Raises:
+        ValueError: a key that is not part of timm's module.
+    """
+    renames = {
+        "conv_attn.": ("attn.", 1),
+        "mlp_scale.": ("scale_transform.", 1),
+        "mlp_add.": ("add_transform.", 1),
+    }
+    return rename_prefixes(state_dict, renames, module="GlobalContext")

@@ -3,6 +3,8 @@ for Scene Parsing", CVPR 2020): the strip pooling module (SPM)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -16,6 +18,7 @@ from ._common import (
 )
 from .rank import check_spatial_dims, conv_nd, expand_axis, pool_except, spatial_axes
 from .registry import register_attention
+from .timm_keys import rename_prefixes
 
 FUSIONS = ("conv", "sum")
 
@@ -118,3 +121,17 @@ class StripPooling(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x * gate(x)``, same shape and dtype as ``x``."""
         return x * self.gate(x)
+
+
+def strip_pooling_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm ``StripAttn`` state dict with :class:`StripPooling`'s keys: ``conv_h`` /
+    ``conv_w`` -> ``convs.0`` / ``convs.1`` ((C, 1, k, 1) and (C, 1, 1, k) as
+    (C, 1, k)). Load it into ``StripPooling(C, spatial_dims=2, kernel_size=3,
+    depthwise=True, norm=False, fusion="sum")``.
+
+    Raises:
+        ValueError: a key that is not part of timm's module.
+    """
+    return rename_prefixes(
+        state_dict, {"conv_h.": ("convs.0.", 2), "conv_w.": ("convs.1.", 2)}, module="StripAttn"
+    )
