@@ -70,3 +70,53 @@ def test_triton_needs_cuda_or_interpreter(monkeypatch):
     with pytest.raises(ValueError, match="impl='triton' needs a CUDA tensor"):
         kernels.resolve_impl("triton", x)
     assert kernels.resolve_impl("auto", x) == "fused"  # auto never picks triton on CPU
+
+
+AUTOCAST = [torch.bfloat16] + ([torch.float16] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("dtype", AUTOCAST, ids=str)
+@pytest.mark.parametrize("kind,cpools,spools,d", [
+    ("se", ("avg",), None, 1),
+    ("sam", None, ("max", "avg"), 2),  # with the frozen-BatchNorm affine
+    ("cbam", ("avg", "max"), ("avg", "max"), 3),
+])
+def test_triton_under_autocast(kind, cpools, spools, d, dtype):
+    """Autocast is off inside the Triton function: under autocast it gives its float32
+    result (which equals the equations), and agrees with the reference path under the
+    same autocast to that dtype's precision."""
+    affine = spools == ("max", "avg")
+    dev = _device()
+    x = torch.randn(SHAPES[d], device=dev, requires_grad=True)
+    p = {k: v.detach().to(dev).requires_grad_() for k, v in _params(8, d, torch.float32).items()}
+    dy = torch.randn(SHAPES[d], device=dev)
+    exact, ins = _run(kind, cpools, spools, x, p, "triton", affine)
+    exact_grads = _grads(exact, ins, dy)
+    with torch.autocast(dev, dtype=dtype):
+        out, ins = _run(kind, cpools, spools, x, p, "triton", affine)
+        grads = _grads(out, ins, dy)
+        ref, _ = _run(kind, cpools, spools, x, p, "reference", affine)
+    assert out.dtype == ref.dtype == torch.float32
+    torch.testing.assert_close(out, exact, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads, exact_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    err = torch.linalg.vector_norm(out.double() - ref.double()) / torch.linalg.vector_norm(ref.double())
+    assert err <= 2e-2
+
+
+@pytest.mark.parametrize("kind,cpools,spools,d", [
+    ("se", ("avg",), None, 2),
+    ("sam", None, ("avg", "max"), 2),
+    ("cbam", ("avg", "max"), ("max", "avg"), 3),
+])
+def test_triton_empty_batch(kind, cpools, spools, d):
+    """N = 0: an empty output of x's shape, empty dx and zero weight gradients."""
+    dev = _device()
+    x = torch.randn(0, *SHAPES[d][1:], device=dev, requires_grad=True)
+    p = {k: v.detach().to(dev).requires_grad_() for k, v in _params(8, d, torch.float32).items()}
+    out, ins = _run(kind, cpools, spools, x, p, "triton")
+    assert out.shape == x.shape
+    grads = _grads(out, ins, torch.ones_like(out))
+    assert grads[0].shape == x.shape
+    for g, t in zip(grads[1:], [t for t in ins[1:] if t is not None]):
+        assert torch.equal(g, torch.zeros_like(t))
