@@ -180,6 +180,16 @@ def test_sknet50_parameter_total() -> None:
     assert total == 27_479_784 and round(total / 1e5) == 275
 
 
+def test_fcanet50_parameter_total() -> None:
+    """FcaNet-50 (Qin et al. 2021, Table 4: 28.07M, as SENet-50 without MLP biases) is
+    ResNet-50 (25,557,032) with one MultiSpectralAttention(r = 16) per bottleneck."""
+    total = 25_557_032 + sum(
+        blocks * n_params(MultiSpectralAttention(ch, reduction=16))
+        for ch, blocks in ((256, 3), (512, 4), (1024, 6), (2048, 3))
+    )
+    assert total == 28_071_976 and round(total / 1e4) == 2807
+
+
 def test_srm_resnet50_parameter_total() -> None:
     """SRM-ResNet-50 (Lee et al. 2019, Table 1: 25.62M) is ResNet-50 (25,557,032) with one
     SRM per bottleneck over 256, 512, 1024, 2048 channels (3, 4, 6, 3 blocks)."""

@@ -167,3 +167,48 @@ def test_non_local_matches_timm(train: bool) -> None:
     m.train(train)
     x = torch.randn(3, C, 6, 5)
     torch.testing.assert_close(m(x), reference(x), atol=1e-5, rtol=1e-5)
+
+
+# --- whole timm ResNets with attn_layer="nl": excite.convert_state_dict(source="timm") --
+
+NL_TIMM = {"reduction": 8, "divisor": 8, "scale": "channels"}
+
+
+def test_convert_state_dict_maps_timm_non_local_blocks() -> None:
+    """A ResNet-18 state dict in timm's layout (the attention slot is ``se``, the
+    non-local names t/p/g/z/norm; written from excite's by renaming) converts back and
+    loads strictly."""
+    import excite
+
+    model = randomize(excite.create_model("resnet18", attention="nonlocal", attention_kwargs=NL_TIMM,
+                                          num_classes=5)).eval()
+    timm_names = {"theta": "t", "phi": "p", "g": "g", "w_z": "z", "norm": "norm"}
+    timm_state = {}
+    for key, value in model.state_dict().items():
+        head, sep, tail = key.partition(".attention.")
+        if sep:
+            name, rest = tail.split(".", 1)
+            timm_state[f"{head}.se.{timm_names[name]}.{rest}"] = value
+        else:
+            timm_state[key] = value
+    assert any(".se.t.weight" in k for k in timm_state)
+    again = excite.create_model("resnet18", attention="nonlocal", attention_kwargs=NL_TIMM, num_classes=5)
+    again.load_state_dict(excite.convert_state_dict(timm_state, source="timm"))
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(again.eval()(x), model(x))
+
+
+def test_timm_resnet_with_non_local_matches_excite() -> None:
+    timm = pytest.importorskip("timm")
+    import excite
+
+    reference = timm.models.resnet.ResNet(
+        timm.models.resnet.BasicBlock, [2, 2, 2, 2], num_classes=5, block_args={"attn_layer": "nl"})
+    for i, block in enumerate(b for s in (reference.layer1, reference.layer2, reference.layer3,
+                                          reference.layer4) for b in s):
+        randomize(block.se, seed=i)  # timm zero-initialises the block's BN: make it count
+    reference.eval()
+    model = excite.create_model("resnet18", attention="nonlocal", attention_kwargs=NL_TIMM, num_classes=5)
+    model.load_state_dict(excite.convert_state_dict(reference.state_dict(), source="timm"))
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(model.eval()(x), reference(x), atol=1e-4, rtol=1e-4)

@@ -34,7 +34,10 @@ Key maps (``…`` is the block prefix ``layerS.B``):
   ``….se.spatial.conv.conv.weight`` → ``….attention.spatial.conv.weight``,
   ``….se.spatial.conv.bn.*`` → ``….attention.spatial.norm.*`` (``attention="cbam",
   attention_kwargs={"norm": True, "norm_momentum": 0.1}``: no MLP bias, [mean, max]
-  maps, BatchNorm after the 7 x 7 conv). The ResNet-D layout of ``ecaresnet*d`` keeps
+  maps, BatchNorm after the 7 x 7 conv); ``….se.t|p|g|z.*`` / ``….se.norm.*``
+  (``NonLocalAttn``, ``attn_layer="nl"``) → ``….attention.theta|phi|g|w_z.*`` /
+  ``….attention.norm.*`` (``attention="nonlocal", attention_kwargs={"reduction": 8,
+  "divisor": 8, "scale": "channels"}``). The ResNet-D layout of ``ecaresnet*d`` keeps
   timm's names (``conv1.0`` … ``conv1.6``, ``downsample.1`` / ``.2``): build it with
   ``stem_type="deep", shortcut="avgpool"``.
 - torchvision: :func:`excite.models.weights.convert_torchvision_state_dict` (the video
@@ -160,6 +163,10 @@ _TIMM = [
     _rule(rf"{_BLOCK}se\.channel\.(fc[12])\.bias$", r"\1.attention.channel.\2.bias"),
     _rule(rf"{_BLOCK}se\.spatial\.conv\.conv\.weight$", r"\1.attention.spatial.conv.weight"),
     _rule(rf"{_BLOCK}se\.spatial\.conv\.bn\.{_BN}$", r"\1.attention.spatial.norm.\2"),
+    # NonLocalAttn ("nl"); names as excite.layers.non_local.non_local_from_timm
+    *(_rule(rf"{_BLOCK}se\.{t}\.(weight|bias)$", rf"\1.attention.{e}.\2")
+      for t, e in (("t", "theta"), ("p", "phi"), ("g", "g"), ("z", "w_z"))),
+    _rule(rf"{_BLOCK}se\.norm\.{_BN}$", r"\1.attention.norm.\2"),
 ]
 
 _PV_BLOCK = r"^blocks\.(\d+)\.res_blocks\.(\d+)\."
