@@ -22,6 +22,7 @@ from ._common import (
 )
 from .rank import accumulate_dtype, batch_norm_nd, check_spatial_dims, conv_nd, max_pool_nd, ntuple
 from .registry import register_attention
+from .timm_keys import rename_prefixes
 
 MODES = ("embedded_gaussian", "dot_product")
 SCALES = ("channels", "inner")
@@ -177,13 +178,7 @@ def non_local_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     Raises:
         ValueError: a key that is not part of timm's module (the message names it).
     """
-    rename = {"t": "theta", "p": "phi", "g": "g", "z": "w_z", "norm": "norm"}
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        head, _, rest = key.partition(".")
-        if head not in rename or not rest:
-            raise ValueError(
-                f"state_dict key {key!r} is not a key of timm's NonLocalAttn (t, p, g, z, norm)"
-            )
-        out[f"{rename[head]}.{rest}"] = value
-    return out
+    renames = {"t.": "theta.", "p.": "phi.", "g.": "g.", "z.": "w_z.", "norm.": "norm."}
+    return rename_prefixes(
+        state_dict, {k: (v, None) for k, v in renames.items()}, module="NonLocalAttn"
+    )

@@ -21,6 +21,7 @@ from ._common import (
 )
 from .rank import batch_norm_nd, check_spatial_dims, conv_nd, global_avg_pool
 from .registry import register_attention
+from .timm_keys import rename_prefixes
 
 
 @register_attention("sk")
@@ -186,19 +187,9 @@ def selective_kernel_from_timm(state_dict: Mapping[str, torch.Tensor]) -> dict[s
     Raises:
         ValueError: a key that is not part of timm's module (the message names it).
     """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        parts = key.split(".")
-        if parts[0] == "paths" and len(parts) == 4 and parts[2] in ("conv", "bn"):
-            out[f"branches.{parts[1]}.{parts[2]}.{parts[3]}"] = value
-        elif key in ("attn.fc_reduce.weight", "attn.fc_select.weight"):
-            name = "reduce" if "reduce" in key else "select"
-            out[f"{name}.weight"] = value.flatten(1)
-        elif parts[:2] == ["attn", "bn"] and len(parts) == 3:
-            out[f"reduce_norm.{parts[2]}"] = value
-        else:
-            raise ValueError(
-                f"state_dict key {key!r} is not a key of timm's SelectiveKernel "
-                "(paths.M.conv/bn, attn.fc_reduce, attn.bn, attn.fc_select)"
-            )
-    return out
+    return rename_prefixes(
+        state_dict,
+        {"paths.": ("branches.", None), "attn.fc_reduce.": ("reduce.", 1),
+         "attn.bn.": ("reduce_norm.", None), "attn.fc_select.": ("select.", 1)},
+        module="SelectiveKernel",
+    )
