@@ -21,7 +21,6 @@ FAMILIES = excite.list_attention()  # at test time: families registered later ar
 # that makes them inflate exactly is noticed
 NOT_FRAME_CONSTANT = {
     "ela": "its 3D form adds a gate along time (one strip per axis)",
-    "fca": "its 3D DCT frequencies are not the 2D ones",
     "simam": "its variance divides by T*H*W - 1, not H*W - 1",
 }
 # families whose 3D form has weights the 2D one lacks (one more axis): inflate refuses

@@ -302,6 +302,22 @@ def test_fca_dc_frequency_is_global_average_pooling() -> None:
     torch.testing.assert_close(m.gate(x), expand(s, 4), **ATOL)
 
 
+def test_fca_3d_default_is_the_spectrum_of_the_temporal_mean() -> None:
+    """At rank 3 a named selection has frequency 0 along T and the default DCT size 1
+    there: the map of a clip equals the 2D module's on its temporal mean (and on a clip of
+    identical frames, the 2D map of one frame)."""
+    m3 = MultiSpectralAttention(16, spatial_dims=3, reduction=4)
+    assert m3.dct_size == (1, 7, 7) and all(f[0] == 0 for f in m3.frequencies)
+    assert MultiSpectralAttention(16, spatial_dims=3, frequencies=[(1, 0, 0)]).dct_size == (7, 7, 7)
+    m2 = fix_weights(MultiSpectralAttention(16, spatial_dims=2, reduction=4))
+    m3 = fix_weights(m3)
+    clip = make_x(16, 3, (5, 9, 8))
+    mean = clip.sum(2) / clip.shape[2]
+    torch.testing.assert_close(m3.gate(clip).squeeze(2), m2.gate(mean), **ATOL)
+    frames = clip[:, :, :1].expand_as(clip)
+    torch.testing.assert_close(m3(frames)[:, :, 2], m2(clip[:, :, 0]), **ATOL)
+
+
 # --- SRM (Lee et al. 2019, eq. 1-6) --------------------------------------------------
 
 

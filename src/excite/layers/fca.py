@@ -154,9 +154,10 @@ class MultiSpectralAttention(nn.Module):
     pools a map of another size to ``dct_size`` first (adaptive average pooling); here
     that pooling is folded into the basis (``B' = P^T B`` per axis, exact), so no pooled
     copy of x is made. The K frequencies come from the paper's 7 x 7 rankings
-    (:func:`select_frequencies`: "top16" by default, lifted to rank 1 and 3). Channel c
-    uses frequency ``floor(c K / C)``: K equal groups when K divides C, as in the paper,
-    and groups one channel apart in size otherwise.
+    (:func:`select_frequencies`: "top16" by default, lifted to rank 1 and 3; at rank 3
+    the default DCT has size 1 along T: the paper's spectrum of the temporal mean).
+    Channel c uses frequency ``floor(c K / C)``: K equal groups when K divides C, as in
+    the paper, and groups one channel apart in size otherwise.
 
     Args:
         channels: C, the input channels (at least the number of frequencies).
@@ -164,9 +165,12 @@ class MultiSpectralAttention(nn.Module):
         reduction: r; the hidden width is ``channels // reduction``.
         frequencies: a selection name ("top16", "low4", "bot2", ...) or a sequence of
             d-tuples (the frequency indices f_i, each in ``[0, dct_size)``).
-        dct_size: D, the DCT size per axis (an int or a d-tuple); 7 is the paper's 7 x 7
-            frequency space; its ImageNet models use each stage's own size (56, 28, 14, 7),
-            which selects the same frequencies scaled by D // 7.
+        dct_size: D, the DCT size per axis (an int or a d-tuple). None: 7 (the paper's
+            7 x 7 frequency space) on every axis, except T at rank 3 for a named
+            selection, which gets 1: its frequency there is 0, so the clip is averaged
+            over time (a clip of identical frames gives the 2D module's map). The
+            paper's ImageNet models use each stage's own size (56, 28, 14, 7), which
+            selects the same frequencies scaled by D // 7.
         bias: biases in the two linear layers (the authors' code has none).
         activation: delta, a name ("relu", ...) or an ``nn.Module`` class.
         gate: sigma, a name ("sigmoid", ...) or an ``nn.Module`` class.
@@ -184,7 +188,7 @@ class MultiSpectralAttention(nn.Module):
         spatial_dims: int = 2,
         reduction: float = 16,
         frequencies: str | Sequence[Sequence[int]] = "top16",
-        dct_size: int | tuple[int, ...] = GRID,
+        dct_size: int | tuple[int, ...] | None = None,
         bias: bool = False,
         activation: str | type[nn.Module] = "relu",
         gate: str | type[nn.Module] = "sigmoid",
@@ -192,6 +196,9 @@ class MultiSpectralAttention(nn.Module):
         super().__init__()
         self.channels = check_channels(channels)
         self.spatial_dims = check_spatial_dims(spatial_dims)
+        if dct_size is None:
+            named = isinstance(frequencies, str) and spatial_dims == 3
+            dct_size = (1, GRID, GRID) if named else GRID
         self.dct_size = ntuple(dct_size, spatial_dims, name="dct_size")
         if any(size < 1 for size in self.dct_size):
             raise ValueError(f"dct_size must be >= 1 on every axis, got {dct_size!r}")
