@@ -121,7 +121,7 @@ def check_model_fits(model: nn.Module, info: Any, sample: torch.Tensor | None = 
 
 
 def profile_model(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Parameter count and multiply-adds per sample (via :func:`excite.profile`).
+    """Parameter count and multiply-adds per sample (via :func:`excite.profiling.profile`).
 
     Runs on a copy, with the RNG state restored, so the real model and the run's random
     stream are untouched. The profiler runs a training-mode pass, so it gets a batch of 2

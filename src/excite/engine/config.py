@@ -36,7 +36,7 @@ class TrainConfig:
     """Everything that defines a training run (field names are the YAML keys).
 
     Attributes:
-        model: registry name for :func:`excite.create_model`.
+        model: registry name for :func:`excite.models.create_model`.
         attention: attention name for the model's ``attention=`` switch, or ``"none"``
             (stored lower-case; with ``attention_kwargs`` it is resolved once, by
             :meth:`attention_factory`, into the object the model receives).
