@@ -274,6 +274,38 @@ def test_invalid_inputs(name: str) -> None:
             m(torch.randn(2, 16, 5))
 
 
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_shared_input_rules(name: str, train: bool) -> None:
+    """An empty batch gives an empty output and gradient (no warning); a zero-size dim,
+    a non-float input or one whose dtype differs from the parameters' is refused."""
+    import warnings
+
+    m = create_attention(name, 16, spatial_dims=2).train(train)
+    x = torch.randn(0, 16, 5, 5, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = m(x)
+        y.sum().backward()
+    assert y.shape == x.shape and x.grad is not None and x.grad.shape == x.shape
+    with pytest.raises(ValueError, match=r"non-empty.*\(2, 16, 0, 5\)"):
+        m(torch.randn(2, 16, 0, 5))
+    with pytest.raises(TypeError, match=r"floating-point.*int64"):
+        m(torch.ones(2, 16, 5, 5, dtype=torch.int64))
+    with pytest.raises(TypeError, match=r"float32 parameters.*float64"):
+        m(torch.randn(2, 16, 5, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cpu_autocast(name: str) -> None:
+    m = randomize(create_attention(name, 16, spatial_dims=2)).eval()
+    x = torch.randn(2, 16, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    assert y.shape == x.shape and bool(torch.isfinite(y).all())
+    torch.testing.assert_close(y.float(), m(x), atol=0.1, rtol=0.1)
+
+
 def test_unknown_option_names_the_options() -> None:
     with pytest.raises(TypeError, match=r"'nonlocal'.*'kernel_size'.*mode.*subsample"):
         attention_factory("nonlocal", kernel_size=3)

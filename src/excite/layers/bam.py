@@ -123,7 +123,8 @@ class BAM(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The attention map M(F) = sigma(M_c + M_s), shape (N, C, *spatial); note that
         ``forward(x) == x * (1 + gate(x))``."""
-        check_input(x, module="BAM", channels=self.channels, ndim=self.spatial_dims + 2)
+        check_input(x, module="BAM", channels=self.channels, ndim=self.spatial_dims + 2,
+                    dtype=self.channel.fc1.weight.dtype)
         return self.gate_act(self.channel_map(x) + self.spatial_map(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

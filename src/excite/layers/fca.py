@@ -245,7 +245,8 @@ class MultiSpectralAttention(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The channel map ms_att, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
         check_input(
-            x, module="MultiSpectralAttention", channels=self.channels, ndim=self.spatial_dims + 2
+            x, module="MultiSpectralAttention", channels=self.channels, ndim=self.spatial_dims + 2,
+            dtype=self.fc1.weight.dtype,
         )
         precision = torch.float64 if x.dtype == torch.float64 else torch.float32
         weights = self.basis(x.shape[2:], dtype=precision).to(x.dtype)

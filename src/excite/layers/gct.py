@@ -66,7 +66,7 @@ class GCT(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The channel map ``1 + tanh(gamma ŝ + beta)`` in (0, 2), shape (N, C, 1, ..., 1)."""
-        check_input(x, module="GCT", channels=self.channels)
+        check_input(x, module="GCT", channels=self.channels, dtype=self.alpha.dtype)
         acc = accumulate_dtype(x.dtype)
         axes = spatial_axes(x.ndim)
         alpha, gamma, beta = (p.to(acc) for p in (self.alpha, self.gamma, self.beta))

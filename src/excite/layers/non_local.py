@@ -138,7 +138,8 @@ class NonLocal(nn.Module):
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """theta (N, P, C'), phi (N, P', C') and g (N, P', C')."""
-        check_input(x, module="NonLocal", channels=self.channels, ndim=self.spatial_dims + 2)
+        check_input(x, module="NonLocal", channels=self.channels, ndim=self.spatial_dims + 2,
+                    dtype=self.theta.weight.dtype)
         theta = self.theta(x).flatten(2).transpose(1, 2)
         phi = self.pool(self.phi(x)).flatten(2).transpose(1, 2)
         g = self.pool(self.g(x)).flatten(2).transpose(1, 2)

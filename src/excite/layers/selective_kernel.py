@@ -145,7 +145,8 @@ class SelectiveKernel(nn.Module):
         self.select = nn.Linear(hidden, self.num_branches * channels, bias=False)
 
     def _check(self, x: torch.Tensor) -> None:
-        check_input(x, module="SelectiveKernel", channels=self.channels, ndim=self.spatial_dims + 2)
+        check_input(x, module="SelectiveKernel", channels=self.channels, ndim=self.spatial_dims + 2,
+                    dtype=self.reduce.weight.dtype)
 
     def split(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The branch outputs U_1 ... U_M, each (N, C, *spatial)."""

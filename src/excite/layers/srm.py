@@ -37,8 +37,8 @@ class SRM(nn.Module):
         channels: C, the input channels.
         styles: the style features t in order, "mean" and/or "std" (the paper's ablation
             also uses each alone).
-        unbiased: divide the variance by P - 1 (the authors' code, ``torch.var``) instead of
-            P positions (the paper's eq. 2).
+        unbiased: divide the variance by P - 1 (the authors' code, ``torch.var``; NaN for
+            a single position, as there) instead of P positions (the paper's eq. 2).
         epsilon: eps, added to the variance before the root (the authors' 1e-5).
         gate: sigma, a name ("sigmoid", ...) or an ``nn.Module`` class.
 
@@ -76,9 +76,13 @@ class SRM(nn.Module):
 
     def style(self, x: torch.Tensor) -> torch.Tensor:
         """The style features t, shape (N, C, len(styles)), for input (N, C, *spatial)."""
-        check_input(x, module="SRM", channels=self.channels)
+        check_input(x, module="SRM", channels=self.channels, dtype=self.cfc.dtype)
         source = x.to(accumulate_dtype(x.dtype))
-        var, mean = torch.var_mean(source, dim=spatial_axes(x.ndim), correction=int(self.unbiased))
+        axes = spatial_axes(x.ndim)
+        if source.shape[0] == 0:  # an empty batch: empty statistics (var_mean would warn)
+            var = mean = source.sum(axes)
+        else:
+            var, mean = torch.var_mean(source, dim=axes, correction=int(self.unbiased))
         features = {"mean": mean, "std": torch.sqrt(var + self.epsilon)}
         return torch.stack([features[s] for s in self.styles], dim=-1).to(x.dtype)
 
