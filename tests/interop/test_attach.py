@@ -34,7 +34,7 @@ def _tv(block=TVBasicBlock, layers=(1, 1), widths=(32, 32)) -> nn.Module:
 
 
 TREES = {  # name -> (build, input shape)
-    "torchvision": (lambda: _tv(), (2, 3, 32, 32)),
+    "torchvision": (lambda: _tv(), (2, 3, 16, 16)),
     "torchvision-bottleneck": (lambda: _tv(TVBottleneck, (1, 1), (16, 16)), (2, 3, 32, 32)),
     "torchvision-r3d": (lambda: TVVideoResNet(kind="r3d", widths=(16, 16, 32, 32)), (1, 3, 4, 16, 16)),
     "torchvision-r2plus1d": (lambda: TVVideoResNet(kind="r2plus1d", widths=(16, 16, 32, 32)),
@@ -78,9 +78,11 @@ def test_identity_init_keeps_eval_logits_for_every_family(family):
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5 * before.abs().max().item())
 
 
-@pytest.mark.parametrize("tree", ["timm", "excite", "torchvision-bottleneck", "torchvision-r3d",
-                                  "torchvision-r2plus1d"])
-@pytest.mark.parametrize("family", ["cbam", "se"])
+LAYOUTS = [("timm", "se"), ("timm", "cbam"), ("excite", "cbam"), ("torchvision-bottleneck", "cbam"),
+           ("torchvision-r3d", "cbam"), ("torchvision-r2plus1d", "eca")]
+
+
+@pytest.mark.parametrize(("tree", "family"), LAYOUTS, ids=[f"{t}-{f}" for t, f in LAYOUTS])
 def test_identity_init_on_every_block_layout(tree, family):
     model, shape = _tree(tree)
     x = torch.randn(shape)
@@ -124,7 +126,7 @@ def test_default_init_keeps_every_existing_key_and_value():
 
 def test_attached_torchvision_network_is_an_excite_network_with_that_attention():
     """Same keys as create_model(name, attention=...), so its weights load there."""
-    widths = (16, 32, 64, 128)
+    widths = (16, 16, 32, 32)
     ref = randomise(TVResNet(TVBasicBlock, [2, 2, 2, 2], widths=widths, stem=16)).eval()
     attach_attention(ref, "cbam", attention_kwargs={"variant": "official"})
     ours = create_model("resnet18", attention="cbam", attention_kwargs={"variant": "official"},

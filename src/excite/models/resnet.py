@@ -39,7 +39,6 @@ from torch import nn
 from excite.checks import check_choice, check_positive_int, check_positive_ints
 from excite.layers.factory import (
     NO_ATTENTION,
-    AttentionFactory,
     AttentionLike,
     reset_attention,
     resolve_attention,
