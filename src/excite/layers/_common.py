@@ -210,6 +210,8 @@ class ChannelMLP(nn.Module):
     Subclasses validate their own arguments and pass the results here; this base builds
     ``fc1`` (C → hidden), ``act``, ``fc2`` (hidden → C), ``gate_act`` (in execution order)
     and runs them on the reference path or through :mod:`excite.kernels.unchecked`.
+    Composite modules (CBAM, scSE) call ``_gate`` / ``_run`` / ``_forward_with`` of their
+    parts, so the input is checked once, by the outer module.
 
     Args:
         channels: C (already checked).
@@ -242,21 +244,15 @@ class ChannelMLP(nn.Module):
         self.fc2 = nn.Linear(hidden, channels, bias=bias)
         self.gate_act = resolve_activation(gate, name="gate")
 
+    # Each subclass defines its own ``gate`` and ``forward`` (``self._check(x)``, then
+    # ``self._gate(x)`` / ``self._run(x)``): torch.compile counts recompilations per
+    # code object, so modules compiled one by one must not share one ``forward``.
+
     def _check(self, x: torch.Tensor) -> None:
         check_input(x, module=type(self).__name__, channels=self.channels, dtype=self.fc1.weight.dtype)
 
-    def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """The channel map s, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
-        self._check(x)
-        return self._gate(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x * gate(x)``, same shape and dtype as ``x``."""
-        self._check(x)
-        return self._run(x)
-
     def _gate(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`gate` without the input check."""
+        """The channel map s, shape (N, C, 1, ..., 1), without the input check."""
         if len(self.pools) == 1:  # SE: one descriptor (N, C)
             logits = self.fc2(self.act(self.fc1(GLOBAL_POOLS[self.pools[0]](x))))
         else:
@@ -271,7 +267,7 @@ class ChannelMLP(nn.Module):
         return None if act is None or gate is None else (act, gate)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` without the input check: choose the implementation, apply."""
+        """``forward`` without the input check: choose the implementation once, apply it."""
         args = self._kernel_args()
         which = kernels.resolve_impl(self.impl, x, supported=args is not None, kind="channel")
         return self._forward_with(x, which, args)

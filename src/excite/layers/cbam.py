@@ -138,6 +138,16 @@ class ChannelAttention(ChannelMLP):
             activation=activation, gate=gate, impl=impl,
         )
 
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel map M_c, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
+        self._check(x)
+        return self._gate(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(x)``, same shape and dtype as ``x``."""
+        self._check(x)
+        return self._run(x)
+
 
 @register_attention("sam")
 class SpatialAttention(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ._common import (
@@ -71,3 +72,13 @@ class SqueezeExcite(ChannelMLP):
             channels, hidden, pools=("avg",), bias=bias, activation=activation, gate=gate,
             impl=impl,
         )
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The channel map s, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
+        self._check(x)
+        return self._gate(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x * gate(x)``, same shape and dtype as ``x``."""
+        self._check(x)
+        return self._run(x)
