@@ -281,3 +281,30 @@ def test_load_weights_into_exclude_starts_a_new_head():
     assert set(report.excluded) == {"fc.weight", "fc.bias"}
     assert torch.equal(model.fc.weight, head)
     assert torch.equal(model.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
+
+
+# ---------------------------------------------------------------- the real libraries
+
+
+@pytest.mark.parametrize(("timm_name", "excite_name", "attention", "options", "layout"), [
+    ("seresnet18", "resnet18", "se", {"divisor": 8}, {}),
+    ("ecaresnet50d", "resnet50", "eca", {}, {"stem_type": "deep", "shortcut": "avgpool"}),
+])
+def test_real_timm_resnets(timm_name, excite_name, attention, options, layout):
+    timm = pytest.importorskip("timm")
+    ref = randomise(timm.create_model(timm_name, pretrained=False, num_classes=10)).eval()
+    ours = create_model(excite_name, attention=attention, attention_kwargs=options, num_classes=10, **layout).eval()
+    load_weights_into(ours, ref.state_dict(), source="timm")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert_same_logits(ours(x), ref(x))
+
+
+def test_real_pytorchvideo_x3d():
+    x3d = pytest.importorskip("pytorchvideo.models.x3d")
+    ref = randomise(x3d.create_x3d(input_clip_length=4, input_crop_size=32, model_num_class=10)).eval()
+    ours = create_model("x3d_xs", num_classes=10).eval()
+    load_weights_into(ours, ref.state_dict(), source="pytorchvideo")
+    clip = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():  # pytorchvideo's head ends with a softmax
+        torch.testing.assert_close(ours(clip).softmax(1), ref(clip), rtol=1e-5, atol=1e-6)

@@ -42,10 +42,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="model rank (default: the model's)")
     p.add_argument("--out", required=True, metavar="FILE.safetensors|RUN_DIR",
                    help="a .safetensors file, or a new run directory (needs --data); never "
-                        "overwritten")
+                        "overwritten; required")
     p.add_argument("--data", default=None,
-                   help="with a run directory: the dataset `excite eval` uses (see `excite datasets`)")
-    p.add_argument("--data-dir", default=None, help="with a run directory: the dataset's folder")
+                   help="with a run directory: the dataset `excite eval` uses (see `excite datasets`; "
+                        "default: none, required for a run directory)")
+    p.add_argument("--data-dir", default=None,
+                   help="with a run directory: the dataset's folder (default: none)")
     add_option_flag(p, "--data-option", "with a run directory: dataset option, e.g. size=[224,224]")
     p.set_defaults(func=run)
 
