@@ -136,7 +136,12 @@ def create_model(
         spatial_dims: 1, 2 or 3; None uses the model's default (2 for image ResNets,
             3 for video models and tiny_resnet). Video models support 3 only.
         **kwargs: model-specific options (``stride_in_1x1``, ``attention_position``,
-            ``attention_stages``, ``zero_init_residual``, ``widen``, …).
+            ``attention_stages``, ``zero_init_residual``, ``widen``, …; for the ResNets
+            also the layouts other codebases' weights need: ``stem_type="deep"`` and
+            ``shortcut="avgpool"`` (timm's ResNet-D), ``time_kernel=t`` (I3D, the target
+            of :func:`excite.inflate`), ``attention_init="identity"`` (the layout of
+            :func:`excite.attach_attention` with ``init="identity"``); see
+            :class:`excite.models.ResNet`).
 
     Returns:
         The model, with attributes ``spatial_dims``, ``in_channels`` and ``num_classes``.
