@@ -322,6 +322,25 @@ def test_half_precision_large_magnitude(name: str, dtype: torch.dtype) -> None:
     assert float(error) < (2e-3 if dtype == torch.float16 else 1.5e-2)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_mode(name: str) -> None:
+    """Same output and input gradient with ``torch.use_deterministic_algorithms(True)``
+    (GE's windowed mean avoids ``avg_pool3d``, whose CUDA backward refuses that mode)."""
+    m = randomize(BUILDERS[name](3))
+    x = torch.randn(2, C, *SPATIAL[3], requires_grad=True)
+    expected = m(x)
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        y = m(x)
+        (grad,) = torch.autograd.grad(y.square().sum(), x)
+    finally:
+        torch.use_deterministic_algorithms(before)
+    torch.testing.assert_close(y, expected, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grad, grad_expected, atol=1e-5, rtol=1e-5)
+
+
 # --- torch.compile and torch.export ----------------------------------------------------
 
 # one variant of every family; dynamo capture costs seconds on 2 cores, so compile runs

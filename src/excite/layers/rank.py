@@ -9,6 +9,8 @@ Means go through :func:`stable_mean`, the one float32-accumulating mean (defined
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -117,13 +119,6 @@ def expand_axis(t: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
     return t.reshape(shape)
 
 
-_AVG_POOL_FN = {
-    1: nn.functional.avg_pool1d,
-    2: nn.functional.avg_pool2d,
-    3: nn.functional.avg_pool3d,
-}
-
-
 def avg_pool(
     x: torch.Tensor,
     kernel_size: int,
@@ -133,18 +128,25 @@ def avg_pool(
 ) -> torch.Tensor:
     """Windowed average pooling of an (N, C, *spatial) tensor of any rank: the mean of
     the in-bounds positions of every ``kernel_size^d`` window, windows every ``stride``
-    positions over the input padded by ``padding`` on each side (the padding is not
-    counted, like ``count_include_pad=False``). Unlike ``F.avg_pool3d`` it accepts a
-    window larger than the input (a small late-stage map). Accumulates in float32 for
-    fp16/bf16 input; the result has ``x.dtype``."""
-    pool = _AVG_POOL_FN[check_spatial_dims(x.ndim - 2, name="x.ndim - 2")]
-    source = x.float() if x.dtype in _HALF_DTYPES else x
-    pad = (padding,) * (2 * (x.ndim - 2))
-    ones = torch.ones((1, 1, *x.shape[2:]), dtype=source.dtype, device=source.device)
-    # both pools divide by kernel_size^d, so the ratio is sum / (in-bounds count)
-    total = pool(nn.functional.pad(source, pad), kernel_size, stride=stride)
-    count = pool(nn.functional.pad(ones, pad), kernel_size, stride=stride)
-    return (total / count).to(x.dtype)
+    positions over the input padded by ``padding`` (at most ``kernel_size // 2``) on each
+    side, the padding not counted (``count_include_pad=False``).
+
+    The in-bounds part of a box window is a box, so the mean is taken one axis at a time
+    (``F.avg_pool2d`` with a (k, 1) window over a view of the tensor): unlike
+    ``F.avg_pool3d`` it accepts a window larger than the input (a small late-stage map)
+    and its CUDA backward is deterministic. Accumulates in float32 for fp16/bf16 input;
+    the result has ``x.dtype``.
+    """
+    out = x.float() if x.dtype in _HALF_DTYPES else x
+    for axis in spatial_axes(x.ndim):
+        shape = out.shape
+        rows = out.reshape(math.prod(shape[:axis]), 1, shape[axis], math.prod(shape[axis + 1:]))
+        pooled = nn.functional.avg_pool2d(
+            rows, (kernel_size, 1), stride=(stride, 1), padding=(padding, 0),
+            count_include_pad=False,
+        )
+        out = pooled.reshape(*shape[:axis], pooled.shape[2], *shape[axis + 1:])
+    return out.to(x.dtype)
 
 
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
