@@ -248,6 +248,26 @@ def test_bad_inputs(name: str) -> None:
     if getattr(m, "spatial_dims", None) is not None:
         with pytest.raises(ValueError, match=r"spatial_dims=2"):
             m(torch.randn(2, C, 6))
+    with pytest.raises(TypeError, match="int64"):
+        m(torch.ones(2, C, 6, 7, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\(2, 8, 0, 7\)"):
+        m(torch.randn(2, C, 0, 7))
+    x64 = torch.randn(2, C, 6, 7, dtype=torch.float64)
+    if any(True for _ in m.parameters()):  # weights fix the dtype, as nn.Linear / nn.Conv do
+        with pytest.raises(TypeError, match=r"float64.*float32|float32.*float64"):
+            m(x64)
+        assert m.double()(x64).dtype == torch.float64
+    else:  # parameter-free: any floating dtype
+        assert m(x64).dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch(name: str) -> None:
+    m = BUILDERS[name](2)
+    x = torch.randn(0, C, 6, 7, requires_grad=True)
+    y = m(x)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad.shape == x.shape
 
 
 def test_learned_global_gather_checks_the_feature_size() -> None:

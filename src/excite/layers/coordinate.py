@@ -103,7 +103,8 @@ class CoordinateAttention(nn.Module):
         (N, C, 1, ..., S_a, ..., 1), S_a at dimension a + 2 (in 2D: (N, C, H, 1) and
         (N, C, 1, W)); ``forward(x) == x * g[0] * ... * g[d-1]``."""
         check_input(
-            x, module="CoordinateAttention", channels=self.channels, ndim=self.spatial_dims + 2
+            x, module="CoordinateAttention", channels=self.channels, ndim=self.spatial_dims + 2,
+            dtype=self.conv1.weight.dtype,
         )
         axes = spatial_axes(x.ndim)
         strips = [pool_except(x, a) for a in axes]  # z^a, (N, C, S_a)

@@ -53,7 +53,8 @@ class EffectiveSqueezeExcite(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The channel map A_eSE, shape (N, C, 1, ..., 1), for input (N, C, *spatial)."""
-        check_input(x, module="EffectiveSqueezeExcite", channels=self.channels)
+        check_input(x, module="EffectiveSqueezeExcite", channels=self.channels,
+                    dtype=self.fc.weight.dtype)
         s = self.gate_act(self.fc(global_avg_pool(x)))  # (N, C)
         return s.reshape(*s.shape, *([1] * (x.ndim - 2)))
 

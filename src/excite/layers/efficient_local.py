@@ -122,7 +122,8 @@ class EfficientLocalAttention(nn.Module):
         (N, C, 1, ..., S_a, ..., 1), S_a at dimension a + 2 (in 2D: y^h (N, C, H, 1) and
         y^w (N, C, 1, W)); ``forward(x) == x * g[0] * ... * g[d-1]``."""
         check_input(
-            x, module="EfficientLocalAttention", channels=self.channels, ndim=self.spatial_dims + 2
+            x, module="EfficientLocalAttention", channels=self.channels, ndim=self.spatial_dims + 2,
+            dtype=self.convs[0].weight.dtype,
         )
         gates = []
         for i, a in enumerate(spatial_axes(x.ndim)):

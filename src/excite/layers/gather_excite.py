@@ -170,6 +170,12 @@ class GatherExcite(nn.Module):
                     layers.append((f"act{i}", resolve_activation(activation, name="activation")))
         return nn.Sequential(OrderedDict(layers))
 
+    def _parameter_dtype(self) -> torch.dtype | None:
+        """The weights' dtype, or None for the parameter-free GE-θ⁻ (any float input)."""
+        if self.gather is not None:
+            return self.gather.conv1.weight.dtype
+        return None if self.mlp is None else self.mlp.fc1.weight.dtype
+
     def _gathered(self, x: torch.Tensor) -> torch.Tensor:
         """xi_G(x): (N, C, *spatial) -> (N, C, *grid), grid all ones for the global extent."""
         if self.gather is not None:
@@ -188,7 +194,8 @@ class GatherExcite(nn.Module):
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The excitation map ``sigma(interp(xi_G(x)))`` for input (N, C, *spatial):
         shape (N, C, 1, ..., 1) for the global extent, else (N, C, *spatial)."""
-        check_input(x, module="GatherExcite", channels=self.channels, ndim=self.spatial_dims + 2)
+        check_input(x, module="GatherExcite", channels=self.channels, ndim=self.spatial_dims + 2,
+                    dtype=self._parameter_dtype())
         g = self._gathered(x)
         if self.mlp is not None:
             g = self.mlp(g)

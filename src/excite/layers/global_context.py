@@ -144,7 +144,9 @@ class GlobalContext(nn.Module):
                 nn.init.zeros_(transform.fc2.bias)
 
     def _check(self, x: torch.Tensor) -> None:
-        check_input(x, module="GlobalContext", channels=self.channels)
+        transform = self.scale_transform if self.scale_transform is not None else self.add_transform
+        weight = self.attn.weight if self.attn is not None else transform.fc1.weight
+        check_input(x, module="GlobalContext", channels=self.channels, dtype=weight.dtype)
 
     @staticmethod
     def _flat(x: torch.Tensor) -> torch.Tensor:

@@ -99,7 +99,8 @@ class StripPooling(nn.Module):
         self.gate_act = resolve_activation(gate, name="gate")
 
     def _check(self, x: torch.Tensor) -> None:
-        check_input(x, module="StripPooling", channels=self.channels, ndim=self.spatial_dims + 2)
+        check_input(x, module="StripPooling", channels=self.channels, ndim=self.spatial_dims + 2,
+                    dtype=self.convs[0].weight.dtype)
 
     def strips(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The per-axis terms ``BN(conv1d(mean ⊥ axis a))`` for input (N, C, *spatial),

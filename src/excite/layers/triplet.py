@@ -125,7 +125,7 @@ class TripletAttention(nn.Module):
         spatial branch's (last, when present) is (N, 1, *spatial).
         ``forward(x) == x * sum(gates) / len(gates)``."""
         check_input(x, module="TripletAttention", channels=self.channels,
-                    ndim=self.spatial_dims + 2)
+                    ndim=self.spatial_dims + 2, dtype=self.axis_gates[0].conv.weight.dtype)
         gates = [
             # swap C into axis a's place, Z-pool a (now dim 1), gate the plane, swap back
             branch(x.transpose(1, a)).transpose(1, a)
