@@ -76,7 +76,7 @@ def test_module_classes_are_factories_too() -> None:
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: attention_factory("bam"), ValueError, r"attention name must be one of .*'none'.*'bam'"),
+        (lambda: attention_factory("nope"), ValueError, r"attention name must be one of .*'none'.*'nope'"),
         (lambda: attention_factory(3), TypeError, "registered name, None, an nn.Module class"),
         (lambda: attention_factory(nn.ReLU()), TypeError, "registered name"),
         (lambda: attention_factory("se", kernel_size=3), TypeError,
