@@ -60,7 +60,10 @@ def test_every_model_attention_rank_on_meta(name, attention, spatial_dims):
             name, attention=attention, num_classes=5, in_channels=2, spatial_dims=spatial_dims
         )
     assert model.spatial_dims == spatial_dims and model.in_channels == 2
-    if attention is not None and name.startswith("x3d"):
+    if attention is not None and excite.layers.attention_factory(attention).placement == "stage":
+        stages = model.stages if name.startswith("x3d") else model.stages()
+        assert all(not isinstance(s.attention, nn.Identity) for s in stages)  # once per stage
+    elif attention is not None and name.startswith("x3d"):
         assert sum(not isinstance(m.attention, nn.Identity)
                    for m in model.modules() if hasattr(m, "conv_b")) > 0
     elif attention is not None:
