@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import re
 import tempfile
 import warnings
 from collections import Counter
@@ -154,10 +155,21 @@ def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(s) for s in shape)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _line(exc: BaseException) -> str:
+    text = _ANSI.sub("", str(exc)).strip()
+    first = text.splitlines()[0].split(" This is step ")[0] if text else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line`` of an error, and of its root cause when there is one."""
+    root = exc
+    while root.__cause__ is not None and root.__cause__ is not root:
+        root = root.__cause__
+    return _line(exc) if root is exc else f"{_line(exc)} (cause: {_line(root)})"
 
 
 def _check_args(

@@ -73,7 +73,7 @@ METHODS = ("gates", "gradcam")
 KINDS = ("signal", "image", "video", "volume")
 DPI = 100
 PANEL_INCHES = 2.0
-TITLE_INCHES = 0.6
+TITLE_INCHES = 0.8
 GATE_PANEL_INCHES = (4.0, 3.0)
 GIF_PANEL = 128
 GIF_HEADER = 20
@@ -382,46 +382,44 @@ def _frames(t: int) -> list[int]:
     return sorted({round(k * (t - 1) / (MAX_STRIP_FRAMES - 1)) for k in range(MAX_STRIP_FRAMES)})
 
 
-def _draw_video_strip(path: Path, x: torch.Tensor, maps: list[_Map], i: int, label: str) -> Path:
-    """One sample (C, T, H, W): frames as columns; the input and each map as rows."""
-    frames = _frames(x.shape[1])
-    rows, cols = 1 + len(maps), len(frames)
+def _draw_slices(path: Path, x: torch.Tensor, maps: list[_Map], i: int, label: str,
+                 columns: Sequence[tuple[str, Any]]) -> Path:
+    """One 3D sample (C, A, B, D) as 2D slices: ``columns`` are (title, slicer) pairs that
+    cut a (..., A, B, D) tensor to (..., rows, cols); the input and each map are rows."""
+    rows, cols = 1 + len(maps), len(columns)
     height = rows * PANEL_INCHES + TITLE_INCHES
     fig = _figure(cols * PANEL_INCHES, height)
     fig.suptitle(label, fontsize=10)
     grid = fig.add_gridspec(rows, cols, left=0.02, right=0.98, bottom=0.01,
-                            top=1 - TITLE_INCHES / height, wspace=0.05, hspace=0.35)
-    for c, t in enumerate(frames):
-        base = _base(x[:, t])
-        for r in range(rows):
-            ax = fig.add_subplot(grid[r, c])
-            m = maps[r - 1] if r else None
-            _show(ax, base, None if m is None else m.values[i, 0, t].numpy())
-            name = "input" if m is None else f"{m.label.replace(chr(10), ' ')} {_range(m, i)}"
-            ax.set_title(f"t={t}: {name}" if c == 0 else f"t={t}", fontsize=7)
-    return _save_png(fig, path)
-
-
-def _draw_volume(path: Path, x: torch.Tensor, maps: list[_Map], i: int, label: str) -> Path:
-    """One sample (C, D, H, W): axial, coronal, sagittal mid-slices; the input and each map."""
-    d, h, w = x.shape[1:]
-    planes = (("axial", lambda v: v[..., d // 2, :, :]), ("coronal", lambda v: v[..., :, h // 2, :]),
-              ("sagittal", lambda v: v[..., :, :, w // 2]))
-    rows = 1 + len(maps)
-    height = rows * PANEL_INCHES + TITLE_INCHES
-    fig = _figure(3 * PANEL_INCHES, height)
-    fig.suptitle(label, fontsize=10)
-    grid = fig.add_gridspec(rows, 3, left=0.02, right=0.98, bottom=0.01,
-                            top=1 - TITLE_INCHES / height, wspace=0.05, hspace=0.35)
-    for c, (plane, cut) in enumerate(planes):
+                            top=1 - TITLE_INCHES / height, wspace=0.05, hspace=0.3)
+    for c, (title, cut) in enumerate(columns):
         base = _base(cut(x))
         for r in range(rows):
             ax = fig.add_subplot(grid[r, c])
             m = maps[r - 1] if r else None
             _show(ax, base, None if m is None else cut(m.values[i, 0]).numpy())
-            name = "input" if m is None else f"{m.label.replace(chr(10), ' ')} {_range(m, i)}"
-            ax.set_title(f"{plane}: {name}" if c == 0 else plane, fontsize=7)
+            if r == 0:
+                ax.set_title(title, fontsize=8)
+            elif c == 0:  # one line above the row: stage, module, the map's range
+                box = ax.get_position()
+                fig.text(0.5, box.y1 + 0.06 / height, f"{m.label.replace(chr(10), ': ')}  {_range(m, i)}",
+                         ha="center", va="bottom", fontsize=8)
     return _save_png(fig, path)
+
+
+def _draw_video_strip(path: Path, x: torch.Tensor, maps: list[_Map], i: int, label: str) -> Path:
+    """One clip (C, T, H, W): up to ``MAX_STRIP_FRAMES`` frames as columns."""
+    columns = [(f"frame t={t}", lambda v, t=t: v[..., t, :, :]) for t in _frames(x.shape[1])]
+    return _draw_slices(path, x, maps, i, label, columns)
+
+
+def _draw_volume(path: Path, x: torch.Tensor, maps: list[_Map], i: int, label: str) -> Path:
+    """One volume (C, D, H, W): its axial, coronal and sagittal mid-slices as columns."""
+    d, h, w = x.shape[1:]
+    columns = [("axial (mid D)", lambda v: v[..., d // 2, :, :]),
+               ("coronal (mid H)", lambda v: v[..., :, h // 2, :]),
+               ("sagittal (mid W)", lambda v: v[..., :, :, w // 2])]
+    return _draw_slices(path, x, maps, i, label, columns)
 
 
 def _draw_gif(path: Path, x: torch.Tensor, maps: list[_Map], i: int, label: str) -> Path:
@@ -453,13 +451,11 @@ def _draw_gif(path: Path, x: torch.Tensor, maps: list[_Map], i: int, label: str)
 
 
 def _draw_channel_gates(path: Path, gates: Mapping[str, torch.Tensor], labels: torch.Tensor,
-                        names: Sequence[str], stages: Sequence[str], title: str) -> Path | None:
+                        names: Sequence[str], stages: Sequence[str], title: str) -> Path:
     """Per stage, the mean channel gate per class (SENet Fig. 6)."""
     last: dict[str, tuple[str, torch.Tensor]] = {}
     for name, value in gates.items():
         last[_stage_of(name, stages) or name] = (name, value)
-    if not last:
-        return None
     cols = len(last)
     width, height = GATE_PANEL_INCHES
     fig = _figure(cols * width, height + TITLE_INCHES)
@@ -622,18 +618,16 @@ def visualize(
         options = {} if attention is None else {"attention": attention}
         src.model = create_model(str(source), num_classes=len(names), in_channels=x.shape[1],
                                  spatial_dims=x.ndim - 2, **options)
+        name = getattr(src.model, "attention_name", None) or attention or "no attention"
+        src.title = f"{source} + {name} (untrained)"
     elif attention is not None:
         raise ValueError("attention applies to a model name only; a run or module has its own")
     model = src.model
     kind = _kind(kind, x.ndim - 2, data_name)
-    planned = _planned(kind, method, x.shape[0])
     assert out is not None
-    clash = [p for p in planned if (out / p).exists()]
-    if clash and not overwrite:
-        raise ExciteError(f"{out} already holds {', '.join(clash)}; pass overwrite=True (--overwrite) "
-                          "to replace them or choose another folder")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = x.to(device)
+    gates: dict[str, torch.Tensor] = {}
     with eval_mode(model):
         if method == "gates":
             maps, logits, channel = _gate_maps(model, x)
@@ -641,8 +635,15 @@ def visualize(
                 raise ValueError(
                     f"{src.title} has no attention maps to draw; use method='gradcam' (--method gradcam)"
                 )
+            if channel:
+                gates = _channel_gates(model, gate_x.to(device))
         else:
             maps, logits = _gradcam_maps(model, x)
+    planned = _planned(kind, method, x.shape[0], samples=bool(maps), gates=bool(gates))
+    clash = [p for p in planned if (out / p).exists()]
+    if clash and not overwrite:
+        raise ExciteError(f"{out} already holds {', '.join(clash)}; pass overwrite=True (--overwrite) "
+                          "to replace them or choose another folder")
     preds = logits.argmax(1).tolist()
     x = x.detach().cpu()
     for m in maps:
@@ -651,10 +652,10 @@ def visualize(
     title = f"{src.title}: {'attention maps' if method == 'gates' else 'Grad-CAM'}" + (
         f" on {data_name}" if data_name else "")
     files: list[Path] = []
-    if kind in ("image", "signal"):
+    if maps and kind in ("image", "signal"):
         draw = _draw_images if kind == "image" else _draw_signals
         files.append(draw(out / f"{method}.png", x, maps, row_labels, title))
-    else:
+    elif maps:
         for i in range(x.shape[0]):
             label = f"{title}\n{row_labels[i]}"
             if kind == "video":
@@ -662,22 +663,23 @@ def visualize(
                 files.append(_draw_gif(out / f"{method}-sample{i}.gif", x[i], maps, i, row_labels[i]))
             else:
                 files.append(_draw_volume(out / f"{method}-sample{i}.png", x[i], maps, i, label))
-    if method == "gates":
-        gates = _channel_gates(model, gate_x.to(device))
+    if gates:
         stages = [n for n, _ in stage_modules(model)]
-        written = _draw_channel_gates(out / "channel-gates.png", gates, gate_y, names, stages,
-                                      f"{src.title}: mean channel gate per class "
-                                      f"({gate_x.shape[0]} samples)")
-        if written is not None:
-            files.append(written)
+        files.append(_draw_channel_gates(out / "channel-gates.png", gates, gate_y, names, stages,
+                                         f"{src.title}: mean channel gate per class "
+                                         f"({gate_x.shape[0]} samples)"))
     return VisualizeResult(files, kind, method, [m.label.replace("\n", " ") for m in maps], x.shape[0])
 
 
-def _planned(kind: str, method: str, n: int) -> list[str]:
-    names = [f"{method}.png"] if kind in ("image", "signal") else [
-        f"{method}-sample{i}.{ext}" for i in range(n) for ext in (("png", "gif") if kind == "video" else ("png",))
-    ]
-    return names + (["channel-gates.png"] if method == "gates" else [])
+def _planned(kind: str, method: str, n: int, *, samples: bool, gates: bool) -> list[str]:
+    """The file names :func:`visualize` will write."""
+    names: list[str] = []
+    if samples:
+        names = [f"{method}.png"] if kind in ("image", "signal") else [
+            f"{method}-sample{i}.{ext}" for i in range(n)
+            for ext in (("png", "gif") if kind == "video" else ("png",))
+        ]
+    return names + (["channel-gates.png"] if gates else [])
 
 
 def _channel_gates(model: nn.Module, x: torch.Tensor, batch: int = 64) -> dict[str, torch.Tensor]:
