@@ -144,10 +144,10 @@ def test_workflow_c_official_cbam_checkpoint_converts_and_evaluates(tmp_path, ca
                  "--data-option", "normalize=none", "--out", str(run_dir)]) == 0
     assert "excite eval" in capsys.readouterr().out
     assert main(["eval", str(run_dir), "--device", "cpu"]) == 0
-    metrics = json.loads((run_dir / "eval-image-folder" / "metrics.json").read_text())
+    reports = Path(capsys.readouterr().out.rsplit("reports written to ", 1)[1].strip())
+    metrics = json.loads((reports / "metrics.json").read_text())
     assert metrics["num_samples"] == 9
-    confusion = np.loadtxt(run_dir / "eval-image-folder" / "confusion.csv", delimiter=",", skiprows=1,
-                           usecols=range(1, 4), dtype=int)
+    confusion = np.loadtxt(reports / "confusion.csv", delimiter=",", skiprows=1, usecols=range(1, 4), dtype=int)
     np.testing.assert_array_equal(confusion, _reference_confusion(ref, data, classes))
 
 
