@@ -29,8 +29,6 @@ BACKBONES = [
     ("r3d_18", 3, (2, 3, 4, 32, 32)),
     ("x3d_xs", 3, (2, 3, 4, 32, 32)),
 ]
-# FcaNet's default "top16" needs 16 channels per module; X3D's narrowest is 24
-OPTIONS = {"fca": {"frequencies": "top8"}}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -38,8 +36,8 @@ OPTIONS = {"fca": {"frequencies": "top8"}}
                          ids=[f"{m}-{d}d" for m, d, _ in BACKBONES])
 def test_backbone_trains_one_step(model_name: str, rank: int, shape, family: str) -> None:
     torch.manual_seed(0)
-    model = excite.create_model(model_name, attention=family, attention_kwargs=OPTIONS.get(family),
-                                num_classes=3, in_channels=shape[1], spatial_dims=rank)
+    model = excite.create_model(model_name, attention=family, num_classes=3, in_channels=shape[1],
+                                spatial_dims=rank)
     modules = [m for m in model.modules() if isinstance(m, FAMILIES[family])]
     assert modules and model.attention_name == family
     model.train()
