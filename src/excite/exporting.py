@@ -383,7 +383,8 @@ def _errors(got: list[torch.Tensor], want: list[torch.Tensor]) -> tuple[float, f
 
 def _temp_path(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # same folder (os.replace stays atomic); same suffix (torch.export.save wants .pt2)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     return Path(tmp)
 
