@@ -45,7 +45,7 @@ def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
     return module.eval()
 
 
-def _row(kind: str, name: str, rank: int, fmt: str, build, shape, folder: Path, device: str) -> dict:  # noqa: ANN001
+def _row(kind: str, name: str, rank: int, fmt: str, build, shape, folder: Path, device: str) -> dict:
     row = {"kind": kind, "name": name, "rank": rank, "format": fmt}
     try:
         module = build().to(device)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Union
 
 import torch
 from torch import nn
@@ -51,7 +50,7 @@ from excite.layers import CBAM, SCSE, attention_factory, list_attention
 __all__ = ["AttentionMaps", "Map", "attention_modules", "capture_attention"]
 
 #: what one recorded entry holds: a tensor, or a tuple of tensors (per-axis gates)
-Map = Union[torch.Tensor, tuple[torch.Tensor, ...]]
+Map = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 class AttentionMaps(dict):

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import math
 import os
 import re
 import tempfile
@@ -134,8 +135,7 @@ class ExportReport:
         """Two or three lines: what was written, the pooling ops (ONNX), the parity line."""
         how = self.exporter + (f" exporter, opset {self.opset}" if self.format == "onnx" else "")
         batch = "dynamic batch" if self.dynamic_batch else "static batch"
-        lines = [f"exported {self.path} ({self.format}, {how}, {batch}, "
-                 f"{self.file_bytes / 1e6:.1f} MB)"]
+        lines = [f"exported {self.path} ({self.format}, {how}, {batch}, {self.file_bytes / 1e6:.1f} MB)"]
         if self.fallback_reason:
             lines.append(f"dynamo exporter failed, used the TorchScript exporter: {self.fallback_reason}")
         if self.format == "onnx":
@@ -375,7 +375,7 @@ def _errors(got: list[torch.Tensor], want: list[torch.Tensor]) -> tuple[float, f
         err = float((g64 - w64).abs().max()) if w64.numel() else 0.0
         scale = float(w64.abs().max()) if w64.numel() else 0.0
         rel = err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
-        if not (err == err and rel == rel):  # NaN anywhere: fail the check
+        if math.isnan(err) or math.isnan(rel):  # NaN anywhere: fail the check
             err = rel = float("inf")
         max_abs, max_rel = max(max_abs, err), max(max_rel, rel)
     return max_abs, max_rel

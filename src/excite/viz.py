@@ -26,13 +26,15 @@ stages gate every class alike, late ones per class).
 The maps: with ``"gates"``, the spatial attention each stage computes (the last
 attention module in the stage that has a spatial map; recorded by
 :func:`excite.capture_attention`; per-axis gates are multiplied and channel-resolved
-maps averaged over channels). With ``"gradcam"``, :func:`grad_cam` on the last stage, for
-any model, with or without attention. Each heatmap is min-max scaled for display; its
-panel title gives the map's real range.
+maps averaged over channels; stages whose map has shrunk to one position are left out;
+channel-only families have no spatial maps and get ``channel-gates.png`` only). With
+``"gradcam"``, :func:`grad_cam` on the last stage, for any model, with or without
+attention. Each heatmap is min-max scaled for display; its label gives the map's real
+range.
 
 Sizes (matplotlib, Agg, ``dpi = 100``): every panel is ``PANEL_INCHES`` square (signal
 panels twice as wide), plus a ``TITLE_INCHES`` band on top, so an image figure of S
-samples and M maps is ``(1 + M) * 200`` x ``S * 200 + 60`` pixels. GIF frames are
+samples and M maps is ``(1 + M) * 200`` x ``S * 200 + 80`` pixels. GIF frames are
 ``(1 + M) * GIF_PANEL`` x ``GIF_PANEL + GIF_HEADER`` pixels. Every file is written to a
 temporary file in ``out_dir`` and moved into place (``os.replace``).
 """

@@ -110,7 +110,7 @@ def test_onnx_falls_back_to_the_torchscript_exporter(tmp_path: Path, monkeypatch
     _needs_onnx()
     real = torch.onnx.export
 
-    def no_dynamo(*args, dynamo: bool = True, **kwargs):  # noqa: ANN002, ANN003
+    def no_dynamo(*args, dynamo: bool = True, **kwargs):
         if dynamo:
             raise RuntimeError("dynamo cannot do this one\nsecond line")
         return real(*args, dynamo=False, **kwargs)

@@ -185,7 +185,7 @@ def test_a_video_model_exports_to_torchscript(tmp_path: Path) -> None:
 def test_diagnosis_names_a_failing_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """When the combined export fails, the matrix names each family that fails alone."""
 
-    def broken(*args, **kwargs):  # noqa: ANN002, ANN003
+    def broken(*args, **kwargs):
         raise ExportError("TorchScript tracing failed: broken on purpose")
 
     monkeypatch.setattr("excite.exporting._export_torchscript", broken)

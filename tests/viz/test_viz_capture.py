@@ -12,7 +12,7 @@ from torch import nn
 
 import excite
 from excite import kernels
-from excite.capture import attention_modules
+from excite.capture import AttentionMaps, attention_modules
 
 C, S, N = 16, 6, 2
 # families whose forward is x * gate(x) (per-axis gates: x * prod(gates))
@@ -43,8 +43,7 @@ def test_capture_records_every_family_at_every_rank(name: str, rank: int) -> Non
     with torch.no_grad():
         expected_out = net(x)
         h = net.stem(x)  # what the attention module sees
-    with capture_and_run(net, x) as (maps, out):
-        pass
+    maps, out = capture_and_run(net, x)
     assert torch.equal(out, expected_out)  # the forward pass is untouched
     assert _no_hooks(net)
     module = net.attention
@@ -89,22 +88,11 @@ def test_capture_records_every_family_at_every_rank(name: str, rank: int) -> Non
         torch.testing.assert_close(h * full, out, rtol=1e-5, atol=1e-6)
 
 
-class capture_and_run:  # noqa: N801 - reads as a context manager in the test
-    """``with capture_and_run(model, x) as (maps, out)``: one forward inside the capture."""
-
-    def __init__(self, model: nn.Module, x: torch.Tensor) -> None:
-        self.model, self.x = model, x
-
-    def __enter__(self):  # noqa: ANN204
-        self._cm = excite.capture_attention(self.model)
-        maps = self._cm.__enter__()
-        with torch.no_grad():
-            out = self.model(self.x)
-        self._cm.__exit__(None, None, None)
-        return maps, out
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def capture_and_run(model: nn.Module, x: torch.Tensor) -> tuple[AttentionMaps, torch.Tensor]:
+    """One forward pass inside ``capture_attention``: (maps, output)."""
+    with excite.capture_attention(model) as maps, torch.no_grad():
+        out = model(x)
+    return maps, out
 
 
 def test_model_maps_are_named_by_module_and_sized_by_stage() -> None:
@@ -153,7 +141,7 @@ def test_capture_keeps_the_fused_kernels(name: str, monkeypatch: pytest.MonkeyPa
     calls = []
     real = getattr(kernels.unchecked, entry)
 
-    def spy(*args, **kwargs):  # noqa: ANN002, ANN003
+    def spy(*args, **kwargs):
         calls.append(kwargs.get("impl"))
         return real(*args, **kwargs)
 

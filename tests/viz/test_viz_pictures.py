@@ -14,7 +14,7 @@ from excite.cli import main
 from excite.errors import ExciteError
 
 PIL = pytest.importorskip("PIL", reason="Pillow (comes with matplotlib, the train extra)")
-from PIL import Image  # noqa: E402
+from PIL import Image
 
 pytest.importorskip("matplotlib", reason="the train extra")
 
