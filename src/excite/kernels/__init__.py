@@ -6,12 +6,16 @@ Functions over (x, weights) with an ``impl`` switch:
 - ``"fused"``: :mod:`excite.kernels.fused` — one :class:`torch.autograd.Function` per
   block, saving only the input, the small gates and argmax indices, with an analytic
   backward. Works on any device and under ``torch.compile(fullgraph=True)``.
+- ``"native"``: :mod:`excite.kernels.native_functions` — the fused path's functions on
+  one-pass C++ CPU kernels (:mod:`excite.kernels.native`, compiled on first use and
+  cached; unavailable without a compiler or with ``EXCITE_NATIVE=0``).
 - ``"triton"``: :mod:`excite.kernels.triton_kernels` (optional extra ``triton``; CUDA,
   or the CPU interpreter with ``TRITON_INTERPRET=1``).
 - ``"auto"`` (default), :func:`resolve_impl`'s rule: the reference path while
   exporting/tracing (torch.export, TorchScript, ONNX), when observed (meta tensors, an
   active dispatch mode such as ``FlopCounterMode``) and for configurations without a
-  fused form; Triton for CUDA tensors when triton is installed; on CPU the reference
+  fused form; Triton for CUDA tensors when triton is installed; the native kernels for
+  CPU tensors in eager mode when they are available; otherwise on CPU the reference
   path for the channel-only blocks (SE, M_c) in float16/bfloat16 or below
   :data:`CHANNEL_FUSED_MIN_NUMEL` elements (where it measured faster), and the fused
   path for everything else (CBAM and M_s at every shape and dtype).
@@ -93,7 +97,7 @@ def check_values(x: torch.Tensor, *, name: str = "x") -> None:
             f"{name} must be a floating-point tensor (float16, bfloat16, float32 or "
             f"float64), got dtype {x.dtype}"
         )
-    if any(size == 0 for size in x.shape[1:]):
+    if 0 in x.shape[1:]:
         raise ValueError(
             f"{name} must have non-empty channel and spatial dims (only the batch dim N "
             f"may be 0), got shape {tuple(x.shape)}"
