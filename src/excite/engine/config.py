@@ -3,6 +3,10 @@
 Precedence when the CLI builds a config: dataclass defaults < ``--config file.yaml`` <
 flags given on the command line. The resolved config is written to every run directory
 as ``config.yaml`` and read back by ``--resume`` and ``excite eval``.
+
+:data:`FIELD_DOCS` documents every field in one line (and its choices); ``excite train``
+and ``excite compare`` generate one flag per field from it (``--batch-size`` for
+``batch_size``), so a new field gets its flag and its ``--help`` line by adding a row.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from excite.checks import check_positive_int
+from excite.checks import check_bool, check_number, check_positive_int
 from excite.errors import ExciteError, describe_yaml_error, require
 from excite.layers import AttentionFactory, attention_factory, list_attention
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_DTYPES = ("bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
 
 # Dataset options `excite train` / `excite compare` use unless the user sets them: sized so
 # that the no-argument demo finishes within 3 minutes on 2 CPU cores (see docs/training.md).
@@ -28,7 +33,8 @@ DEFAULT_DATA_OPTIONS: dict[str, dict[str, Any]] = {
 
 # Options that may change when a run is resumed; every other field must match the
 # saved config, or the resumed run would not continue the same experiment.
-RESUME_OVERRIDABLE = frozenset({"epochs", "quiet", "workers", "out", "device"})
+RESUME_OVERRIDABLE = frozenset({"epochs", "quiet", "workers", "out", "device", "log_interval",
+                                "tensorboard", "save_every"})
 
 
 @dataclasses.dataclass
@@ -49,7 +55,7 @@ class TrainConfig:
             ``step_epochs`` epochs) or ``"constant"``.
         warmup_epochs: linear warm-up length in epochs (fractions allowed).
         weight_decay: decoupled for AdamW, L2 for SGD.
-        label_smoothing: cross-entropy label smoothing.
+        label_smoothing: cross-entropy label smoothing, in [0, 1).
         amp: ``None``, ``"bf16"`` or ``"fp16"`` autocast (GradScaler only for fp16 on CUDA).
         channels_last: use channels_last / channels_last_3d memory format.
         compile: wrap the model in ``torch.compile``.
@@ -69,6 +75,18 @@ class TrainConfig:
         out: parent folder of run directories.
         name: run directory name (default: ``model-attention-data-sSEED``).
         quiet: plain log lines instead of progress bars.
+        log_interval: without a progress bar, log a line every this many optimizer steps
+            (0: only the line per epoch).
+        tensorboard: also log scalars per step and per epoch to ``RUN_DIR/tensorboard/``
+            (needs the ``tensorboard`` package).
+        save_every: also save the resumable ``state.pt`` every this many optimizer steps
+            (``None``: at the end of each epoch only), so a killed run loses at most that
+            many steps.
+        init_from: a weights file loaded into the freshly built model before the first
+            step (:func:`excite.interop.load_weights_into`: safetensors, or a torch
+            checkpoint read with ``weights_only=True``); not used on resume.
+        init_exclude: ``fnmatch`` patterns of model keys ``init_from`` leaves at their
+            initial values, e.g. ``["fc.*"]`` for a new classifier head.
     """
 
     model: str = "tiny_resnet"
@@ -101,6 +119,11 @@ class TrainConfig:
     out: str = "runs"
     name: str | None = None
     quiet: bool = False
+    log_interval: int = 50
+    tensorboard: bool = False
+    save_every: int | None = None
+    init_from: str | None = None
+    init_exclude: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.attention = canonical_attention(self.attention)  # type: ignore[assignment]
@@ -117,13 +140,27 @@ class TrainConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         if self.amp is not None:
             _choice("amp", self.amp, AMP_DTYPES)
-        _choice("device", self.device, ("auto", "cpu", "cuda"))
-        for key in ("weight_decay", "warmup_epochs", "label_smoothing"):
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{key} must be a number >= 0, got {value!r}")
-        if not isinstance(self.strict, bool):
-            raise ValueError(f"strict must be true or false, got {self.strict!r}")
+        _choice("device", self.device, DEVICES)
+        for key in ("weight_decay", "warmup_epochs"):
+            check_number(getattr(self, key), name=key, minimum=0)
+        check_number(self.label_smoothing, name="label_smoothing", minimum=0, maximum=1,
+                     strict_maximum=True)
+        for key in ("strict", "channels_last", "compile", "quiet", "tensorboard"):
+            check_bool(getattr(self, key), name=key)
+        if isinstance(self.log_interval, bool) or not isinstance(self.log_interval, int) \
+                or self.log_interval < 0:
+            raise ValueError(f"log_interval must be an int >= 0, got {self.log_interval!r}")
+        if self.save_every is not None:
+            check_positive_int(self.save_every, name="save_every")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"init_from must be a path to a weights file or null, got {self.init_from!r}")
+        if not isinstance(self.init_exclude, list) or not all(
+                isinstance(p, str) and p for p in self.init_exclude):
+            raise ValueError(f"init_exclude must be a list of key patterns such as ['fc.*'], "
+                             f"got {self.init_exclude!r}")
+        if self.init_exclude and self.init_from is None:
+            raise ValueError(f"init_exclude {self.init_exclude!r} needs init_from (the weights "
+                             "file it leaves keys of)")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -177,6 +214,75 @@ class TrainConfig:
             merged[norm] = value
         merged["attention"] = canonical_attention(merged.get("attention"))
         return cls(**merged)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldDoc:
+    """One line of documentation for a :class:`TrainConfig` field (its ``--help`` line).
+
+    Attributes:
+        help: what the field does, one phrase.
+        default: how to show the default when the dataclass value does not say it well
+            (``"the dataset's"`` for ``spatial_dims=None``); ``None``: show the value.
+        choices: the allowed values, for fields that take one of a few.
+        metavar: the placeholder shown in usage (``N``, ``DIR``).
+    """
+
+    help: str
+    default: str | None = None
+    choices: tuple[Any, ...] | None = None
+    metavar: str | None = None
+
+
+#: Every :class:`TrainConfig` field, documented once; the CLI's training flags and their
+#: help are generated from this table (tests check that it covers every field).
+FIELD_DOCS: dict[str, FieldDoc] = {
+    "model": FieldDoc("model name (see `excite profile --list`)"),
+    "attention": FieldDoc("attention family, or none (see `excite.list_attention()`)"),
+    "data": FieldDoc("dataset name (see `excite datasets`)"),
+    "epochs": FieldDoc("passes over the training split", metavar="N"),
+    "batch_size": FieldDoc("global batch size (split evenly across DDP processes)", metavar="N"),
+    "lr": FieldDoc("peak learning rate", metavar="LR"),
+    "optimizer": FieldDoc("sgd (momentum 0.9, Nesterov) or adamw", choices=OPTIMIZERS),
+    "schedule": FieldDoc("learning rate per step: cosine to zero, step (x0.1 every "
+                         "--step-epochs epochs) or constant", choices=SCHEDULES),
+    "warmup_epochs": FieldDoc("linear warm-up length in epochs (fractions allowed)", metavar="E"),
+    "step_epochs": FieldDoc("epochs between the x0.1 decays of --schedule step", metavar="N"),
+    "weight_decay": FieldDoc("weight decay (decoupled for adamw, L2 for sgd)", metavar="WD"),
+    "label_smoothing": FieldDoc("cross-entropy label smoothing, in [0, 1)", metavar="EPS"),
+    "amp": FieldDoc("mixed-precision autocast dtype (GradScaler only for fp16 on CUDA)",
+                    default="off: float32", choices=AMP_DTYPES),
+    "channels_last": FieldDoc("channels_last / channels_last_3d memory format"),
+    "compile": FieldDoc("wrap the model in torch.compile"),
+    "seed": FieldDoc("seed of the weights, the data split and every epoch's data order", metavar="N"),
+    "device": FieldDoc("auto (CUDA when available), cpu or cuda", choices=DEVICES),
+    "workers": FieldDoc("DataLoader worker processes", metavar="N"),
+    "spatial_dims": FieldDoc("model rank", default="the dataset's", choices=(1, 2, 3)),
+    "data_dir": FieldDoc("folder holding a file-backed dataset", default="none", metavar="DIR"),
+    "data_options": FieldDoc("dataset option (see `excite datasets NAME`), e.g. train_size=256"),
+    "val_fraction": FieldDoc("validation share for datasets without a test split", metavar="F"),
+    "strict": FieldDoc("stop at the first unreadable data file", default="off: skip it and count"),
+    "train_subset": FieldDoc("train on a seeded random subset of N samples (at most the split's size)",
+                             default="all", metavar="N"),
+    "val_subset": FieldDoc("validate on a seeded random subset of N samples (at most the split's size)",
+                           default="all", metavar="N"),
+    "model_kwargs": FieldDoc("extra create_model keyword, e.g. stride_in_1x1=true"),
+    "attention_kwargs": FieldDoc("attention module option, e.g. variant=official"),
+    "out": FieldDoc("parent folder of run directories", metavar="DIR"),
+    "name": FieldDoc("run directory name; a taken default name gets -2, -3, ...",
+                     default="MODEL-ATTENTION-DATA-sSEED"),
+    "quiet": FieldDoc("never draw a progress bar: plain log lines"),
+    "log_interval": FieldDoc("without a progress bar (no terminal, or --quiet), log a line every N "
+                             "steps; 0: one line per epoch", metavar="N"),
+    "tensorboard": FieldDoc("also log scalars per step and per epoch to RUN_DIR/tensorboard/ "
+                            "(needs the tensorboard package)"),
+    "save_every": FieldDoc("also save the resumable state every N optimizer steps, so a killed "
+                           "run loses at most N steps", default="at the end of each epoch", metavar="N"),
+    "init_from": FieldDoc("weights file (safetensors, or a torch checkpoint) loaded into the new "
+                          "model before training (see `excite convert`)", default="none", metavar="FILE"),
+    "init_exclude": FieldDoc("model key pattern --init-from leaves alone, repeatable (e.g. 'fc.*' "
+                             "for a new head)", default="none", metavar="PATTERN"),
+}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

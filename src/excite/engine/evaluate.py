@@ -2,15 +2,25 @@
 
 :func:`evaluation_loop` is the one evaluation loop: :func:`evaluate` (``excite eval``)
 runs it on one process, and the trainer runs it after every epoch with the validation
-split shared across DDP processes. :func:`evaluate_run` rebuilds the run's model from its ``config.yaml``, loads its
-safetensors weights and writes, in ``RUN_DIR/eval-<data>/``: ``metrics.json``,
-``per_class.csv``, ``confusion.csv`` (rows = true class, columns = predicted) and
-``confusion.png``.
+split shared across DDP processes. :func:`evaluate_run` rebuilds the run's model from
+its ``config.yaml``, loads its safetensors weights and writes ``per_class.csv``,
+``confusion.csv`` (rows = true class, columns = predicted), ``confusion.png`` and, last,
+``metrics.json`` (with the options of the evaluation) into one folder of the run::
+
+    RUN_DIR/eval-<data>-<checkpoint>/           the run's own data, as trained
+    RUN_DIR/eval-<data>-<checkpoint>-<hash>/    other data, data or model options
+                                                (hash: 8 hex digits of those options)
+
+An existing evaluation is never overwritten by one with other options: a folder whose
+``metrics.json`` records different options (batch size, device, ...) is left alone and
+the next free name (``...-2``, ``...-3``) is used.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +33,8 @@ from excite.engine import reports
 from excite.engine.batches import autocast, make_loader, to_device
 from excite.engine.builders import build_model, build_splits, check_model_fits, check_names
 from excite.engine.config import TrainConfig
-from excite.engine.distributed import DistContext
+from excite.checks import check_positive_int
+from excite.engine.distributed import DistContext, resolve_device
 from excite.engine.metrics import ClassificationMeter
 from excite.engine.rundir import RunDirectory
 from excite.errors import ExciteError
@@ -121,11 +132,12 @@ def evaluate(model: nn.Module, dataset: Dataset, *, num_classes: int,
                       meter.confusion, meter.count, names)
 
 
-def write_eval(out_dir: str | Path, result: EvalResult, extra: dict[str, Any] | None = None) -> Path:
-    """Write metrics.json, per_class.csv, confusion.csv and confusion.png into ``out_dir``."""
+def write_eval(out_dir: str | Path, result: EvalResult, extra: dict[str, Any] | None = None, *,
+               title: str = "") -> Path:
+    """Write per_class.csv, confusion.csv, confusion.png (titled ``title``; skipped
+    without matplotlib) and, last, metrics.json (``extra`` first) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reports.write_json(out / "metrics.json", {**(extra or {}), **result.to_dict()})
     reports.write_csv(
         out / "per_class.csv",
         [{"class": name, "accuracy": acc, "samples": int(result.confusion[i].sum())}
@@ -135,7 +147,10 @@ def write_eval(out_dir: str | Path, result: EvalResult, extra: dict[str, Any] | 
     rows = [{"true": name, **{p: int(result.confusion[i, j]) for j, p in enumerate(result.class_names)}}
             for i, name in enumerate(result.class_names)]
     reports.write_csv(out / "confusion.csv", rows, ("true", *result.class_names))
-    reports.plot_confusion(out / "confusion.png", result.confusion.numpy(), result.class_names)
+    if reports.plotting_available():
+        reports.plot_confusion(out / "confusion.png", result.confusion.numpy(), result.class_names,
+                               title=title)
+    reports.write_json(out / "metrics.json", {**(extra or {}), **result.to_dict()})
     return out
 
 
@@ -146,21 +161,40 @@ def load_run_config(run_dir: str | Path) -> TrainConfig:
 
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, data_dir: str | None = None,
                  checkpoint: str = "best", batch_size: int | None = None,
-                 device: str = "cpu", data_options: dict[str, Any] | None = None,
+                 device: str = "auto", data_options: dict[str, Any] | None = None,
+                 model_options: dict[str, Any] | None = None,
+                 attention_options: dict[str, Any] | None = None,
                  ) -> tuple[EvalResult, Path]:
     """Evaluate a run's ``best`` or ``last`` weights on its validation split (or ``data``'s).
 
+    Args:
+        run_dir: a directory written by :func:`~excite.engine.fit`.
+        data: another dataset to evaluate on (the model must fit it).
+        data_dir: the dataset's folder, for file-backed datasets.
+        checkpoint: ``"best"`` or ``"last"`` weights.
+        batch_size: evaluation batch size (default: the run's).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        data_options: dataset options; on the run's own dataset they update its options.
+        model_options: ``create_model`` keywords that update the run's (the weights must
+            still fit).
+        attention_options: attention options that update the run's (e.g. ``impl``).
+
     Returns:
-        The result and the folder the reports were written to.
+        The result and the folder the reports were written to (see the module docstring
+        for its name; its ``metrics.json`` records every option under ``"options"``).
 
     Raises:
-        ExciteError: not a run directory, missing or corrupt weights.
-        ValueError: unknown dataset, or a dataset the model does not fit.
+        ExciteError: not a run directory, missing, corrupt or non-fitting weights.
+        ValueError: a bad option, an unknown dataset, a dataset the model does not fit,
+            or ``device="cuda"`` without CUDA.
     """
+    if batch_size is not None:
+        check_positive_int(batch_size, name="batch_size")
     run = RunDirectory(run_dir)
     weights = run.weights_path(checkpoint)
     run_dir = run.path
     config = run.read_config()
+    torch_device = resolve_device(device)
     if not weights.is_file():
         raise ExciteError(f"no {checkpoint} weights in {run_dir} (expected {weights.name}); "
                           "the run has not finished an epoch")
@@ -172,6 +206,10 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, data_dir: str 
         values["data_options"] = {**config.data_options, **data_options}
     if data_dir is not None:
         values["data_dir"] = data_dir
+    if model_options:
+        values["model_kwargs"] = {**config.model_kwargs, **model_options}
+    if attention_options:
+        values["attention_kwargs"] = {**config.attention_kwargs, **attention_options}
     eval_config = TrainConfig.from_dict(values, base=config)
     check_names(eval_config)
     splits = build_splits(eval_config)
@@ -179,17 +217,93 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, data_dir: str 
     # The model is built for the run's own data (its classes/channels/rank)...
     train_info = info if eval_config.data == config.data else _run_info(run, config)
     torch.manual_seed(config.seed)
-    model = build_model(config, train_info)
+    model = build_model(eval_config, train_info)
     ckpt.load_model_weights(model, weights)
     # ...and must fit the data it is evaluated on.
     sample = splits.val[0][0]
     check_model_fits(model, info, sample if isinstance(sample, torch.Tensor) else torch.as_tensor(sample))
+    batch = config.batch_size if batch_size is None else batch_size
     result = evaluate(model, splits.val, num_classes=int(info.num_classes),
                       class_names=[str(c) for c in info.class_names] if info.class_names else None,
-                      batch_size=batch_size or config.batch_size, device=device)
-    out = write_eval(run_dir / f"eval-{eval_config.data}", result,
-                     {"run_dir": str(run_dir), "data": eval_config.data, "checkpoint": checkpoint})
+                      batch_size=batch, device=torch_device)
+    changes = changed_options(config, eval_config)
+    options = {
+        "data": eval_config.data, "data_dir": eval_config.data_dir,
+        "data_options": eval_config.data_options, "val_subset": eval_config.val_subset,
+        "checkpoint": checkpoint, "batch_size": batch, "device": str(torch_device),
+        "model_kwargs": eval_config.model_kwargs, "attention_kwargs": eval_config.attention_kwargs,
+    }
+    out = eval_folder(run_dir, eval_dir_name(eval_config.data, checkpoint, changes), options)
+    described = describe_changes(changes)
+    title = (f"{run_dir.name}: {checkpoint} weights on {eval_config.data}"
+             f"{f' ({described})' if described else ''}\n"
+             f"accuracy {result.accuracy:.4f} on {result.num_samples} samples")
+    write_eval(out, result, {"run_dir": str(run_dir), "data": eval_config.data, "checkpoint": checkpoint,
+                             "options": options}, title=title)
     return result, out
+
+
+def changed_options(config: TrainConfig, eval_config: TrainConfig) -> dict[str, Any]:
+    """What an evaluation changes from the run it evaluates: the dataset options (all of
+    them for another dataset; those that differ on the run's own), the data folder, and
+    the model and attention options that differ. Empty: the run's own setup."""
+    same_data = eval_config.data == config.data
+    base_options = config.data_options if same_data else {}
+    changes: dict[str, Any] = {}
+    data_changes = {k: v for k, v in eval_config.data_options.items() if base_options.get(k, _UNSET) != v}
+    if data_changes:
+        changes["data_options"] = data_changes
+    if eval_config.data_dir != (config.data_dir if same_data else None):
+        changes["data_dir"] = eval_config.data_dir
+    for key in ("model_kwargs", "attention_kwargs"):
+        mine, theirs = getattr(eval_config, key), getattr(config, key)
+        diff = {k: v for k, v in mine.items() if theirs.get(k, _UNSET) != v}
+        if diff:
+            changes[key] = diff
+    return changes
+
+
+_UNSET = object()
+
+
+def describe_changes(changes: dict[str, Any]) -> str:
+    """``changes`` (see :func:`changed_options`) as ``key=value, ...``."""
+    parts = []
+    for key, value in changes.items():
+        items = value.items() if isinstance(value, dict) else [(key, value)]
+        parts.extend(f"{k}={v}" for k, v in items)
+    return ", ".join(parts)
+
+
+def eval_dir_name(data: str, checkpoint: str, changes: dict[str, Any]) -> str:
+    """``eval-DATA-CHECKPOINT``, plus ``-HASH`` (8 hex digits of the sorted JSON of
+    ``changes``) when the evaluation changes options of the run."""
+    name = f"eval-{data}-{checkpoint}"
+    if not changes:
+        return name
+    text = json.dumps(reports.jsonable(changes), sort_keys=True, default=str)
+    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def eval_folder(run_dir: Path, name: str, options: dict[str, Any]) -> Path:
+    """``run_dir/name``, unless it holds an evaluation with other ``options`` (or other
+    files): then the first of ``name-2``, ``name-3``, ... that is free or holds the same
+    options. A folder is never reused for different options, so nothing is overwritten."""
+    wanted = json.loads(json.dumps(reports.jsonable(options), default=str))
+    n = 1
+    while True:
+        path = run_dir / (name if n == 1 else f"{name}-{n}")
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            return path
+        metrics = path / "metrics.json"
+        if metrics.is_file():
+            try:
+                recorded = reports.read_json(metrics).get("options")
+            except (OSError, ValueError):
+                recorded = None
+            if recorded == wanted:
+                return path
+        n += 1
 
 
 @dataclasses.dataclass
