@@ -76,6 +76,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def mean_lr(scheduler: torch.optim.lr_scheduler.LambdaLR, start: int, stop: int) -> float:
+    """Mean learning rate (first parameter group) of optimizer steps ``start .. stop - 1``.
+
+    Step ``t`` (0-based) runs at ``base_lr * factor(t)``; after it the scheduler already
+    holds the next step's rate, so an epoch's rate is read from the schedule, not from
+    the optimizer. ``stop <= start``: the rate of step ``start``.
+    """
+    base, factor = scheduler.base_lrs[0], scheduler.lr_lambdas[0]
+    steps = range(max(start, 0), max(stop, start + 1))
+    return base * sum(factor(t) for t in steps) / len(steps)
+
+
 def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum 0.9, Nesterov) or AdamW at ``config.lr`` with ``config.weight_decay``."""
     if config.optimizer == "sgd":
