@@ -75,6 +75,10 @@ def test_fused_equals_reference(name, d):
 
 
 def test_fused_runs_by_default(monkeypatch):
+    # without the native CPU kernels (no compiler or EXCITE_NATIVE=0): the fused path
+    from excite.kernels import _dispatch
+
+    monkeypatch.setattr(_dispatch, "_native_available", lambda: False)
     calls = []
     real = fused.CBAMFunction.apply
     monkeypatch.setattr(fused.CBAMFunction, "apply", lambda *a: calls.append(1) or real(*a))

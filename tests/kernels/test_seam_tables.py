@@ -80,6 +80,12 @@ def test_execution_mode() -> None:
     assert seen[-1] == "tracing"
 
 
+def _native() -> bool:
+    from excite.kernels import native
+
+    return native.available()
+
+
 def test_resolve_impl_and_conv_same_read_the_predicate(monkeypatch) -> None:
     """Both decisions change with the one predicate (patched to each mode in turn)."""
     from excite.kernels import _dispatch, ops
@@ -89,7 +95,8 @@ def test_resolve_impl_and_conv_same_read_the_predicate(monkeypatch) -> None:
     frames = []
     real = ops._conv3d_by_frames
     monkeypatch.setattr(ops, "_conv3d_by_frames", lambda *a: frames.append(1) or real(*a))
-    for mode, impl, by_frames in [("eager", "fused", 1), ("compiling", "fused", 0),
+    native = kernels.resolve_impl("native", x) if _native() else "fused"
+    for mode, impl, by_frames in [("eager", native, 1), ("compiling", "fused", 0),
                                   ("tracing", "reference", 0), ("observed", "reference", 0)]:
         monkeypatch.setattr(_dispatch, "execution_mode", lambda t, m=mode: m)
         monkeypatch.setattr(ops, "execution_mode", lambda t, m=mode: m)

@@ -52,16 +52,23 @@ def build_splits(config: TrainConfig) -> Splits:
         **config.data_options,
     )
     return Splits(
-        train=subset(splits.train, config.train_subset, seed=config.seed),
-        val=subset(splits.val, config.val_subset, seed=config.seed + 1),
+        train=subset(splits.train, config.train_subset, seed=config.seed, name="train_subset"),
+        val=subset(splits.val, config.val_subset, seed=config.seed + 1, name="val_subset"),
         info=splits.info,
     )
 
 
-def subset(dataset: Dataset, size: int | None, *, seed: int) -> Dataset:
-    """A seeded random subset of ``size`` samples (kept in index order); all if larger."""
+def subset(dataset: Dataset, size: int | None, *, seed: int, name: str = "size") -> Dataset:
+    """A seeded random subset of ``size`` samples (kept in index order); ``None`` or the
+    split's own size: all of it.
+
+    Raises:
+        ValueError: ``size`` is larger than the split (the message calls it ``name``).
+    """
     n = len(dataset)  # type: ignore[arg-type]
-    if size is None or size >= n:
+    if size is not None and size > n:
+        raise ValueError(f"{name} {size} is larger than the split it is drawn from ({n} samples)")
+    if size is None or size == n:
         return dataset
     gen = torch.Generator().manual_seed(seed)
     indices = torch.randperm(n, generator=gen)[:size].sort().values.tolist()

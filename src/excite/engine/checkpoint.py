@@ -87,13 +87,15 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_model_weights(model: nn.Module, path: str | Path) -> None:
-    """Load safetensors weights into ``model`` strictly; mismatches raise ``ExciteError``."""
+    """Load safetensors weights into ``model`` strictly; mismatches raise ``ExciteError``
+    naming the first missing / unexpected keys and shape mismatches on one line."""
+    from excite.interop import load_weights_into  # one description of a mismatch
+
     state = load_weights(path)
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ExciteError(f"weights in {path} do not fit the model: {first}") from exc
+        load_weights_into(model, state)
+    except ValueError as exc:
+        raise ExciteError(f"weights in {path} do not fit the model: {exc}") from exc
 
 
 def rng_state() -> dict[str, Any]:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-IMPLS = ("auto", "reference", "fused", "triton")
+IMPLS = ("auto", "reference", "fused", "native", "triton")
 
 _default = "auto"
 
@@ -28,12 +28,11 @@ def set_default_impl(impl: str) -> None:
     """Set the implementation used by modules and functions whose ``impl`` is None.
 
     Args:
-        impl: "auto" (the default: fused where measured faster, Triton on CUDA when
-            installed, the reference path while exporting/tracing/profiling), "reference",
-            "fused" or "triton".
+        impl: "auto" (the default: see :func:`resolve_impl`), "reference", "fused",
+            "native" (the C++ CPU kernels) or "triton".
 
     Raises:
-        TypeError, ValueError: ``impl`` is not one of the four names.
+        TypeError, ValueError: ``impl`` is not one of :data:`IMPLS`.
     """
     global _default
     _default = check_impl(impl)
@@ -54,6 +53,12 @@ def use_impl(impl: str) -> Iterator[None]:
         yield
     finally:
         _default = previous
+
+
+def _native_available() -> bool:
+    from . import native  # builds the extension on first use
+
+    return native.available()
 
 
 def triton_available() -> bool:
@@ -117,7 +122,7 @@ CHANNEL_FUSED_MIN_NUMEL = 1 << 20
 def resolve_impl(
     impl: str | None, x: torch.Tensor, *, supported: bool = True, kind: str = "spatial"
 ) -> str:
-    """The concrete implementation ("reference", "fused" or "triton") to run on ``x``.
+    """The concrete implementation ("reference", "fused", "native" or "triton") for ``x``.
 
     "auto" picks:
 
@@ -127,9 +132,13 @@ def resolve_impl(
        ``excite.profile``; see :func:`execution_mode`), so per-layer hooks and traced
        graphs see the modules' standard ops;
     2. "triton" for CUDA tensors when triton is installed;
-    3. "reference" for the channel-only blocks (``kind="channel"``: SE, M_c) on CPU in
-       float16/bfloat16 or below :data:`CHANNEL_FUSED_MIN_NUMEL` elements;
-    4. "fused" otherwise (CBAM and M_s always; under torch.compile too).
+    3. "native" for CPU tensors in eager mode when the C++ kernels are available
+       (:mod:`excite.kernels.native`: built on first use; not under torch.compile, which
+       cannot trace them);
+    4. otherwise (no compiler, ``EXCITE_NATIVE=0``, torch.compile, other devices):
+       "reference" for the channel-only blocks (``kind="channel"``: SE, M_c) on CPU in
+       float16/bfloat16 or below :data:`CHANNEL_FUSED_MIN_NUMEL` elements, and "fused"
+       for everything else.
 
     Args:
         impl: a name from :data:`IMPLS`, or None for the global default.
@@ -143,8 +152,8 @@ def resolve_impl(
             spatial blocks were faster fused at every benchmarked shape and dtype.
 
     Raises:
-        ValueError: "fused"/"triton" was asked for a configuration or device that
-            cannot run it.
+        ValueError: "fused"/"native"/"triton" was asked for a configuration or device
+            that cannot run it.
     """
     impl = _default if impl is None else check_impl(impl)
     if impl == "reference":
@@ -154,6 +163,8 @@ def resolve_impl(
             return "reference"
         if x.is_cuda and triton_available():
             return "triton"
+        if x.device.type == "cpu" and execution_mode(x) == "eager" and _native_available():
+            return "native"
         # Measured on CPU (docs/benchmarks.md): fused CBAM beats the reference at every
         # benchmarked shape and dtype; fused SE only in float32 on large tensors.
         if kind == "channel" and (
@@ -167,6 +178,17 @@ def resolve_impl(
             "class, training-mode BatchNorm or an arrangement without a fused form); "
             "use impl='auto' or 'reference'"
         )
+    if impl == "native":
+        mode = execution_mode(x)
+        if x.device.type != "cpu" or mode != "eager":
+            raise ValueError(
+                f"impl='native' runs CPU tensors in eager mode, got a tensor on {x.device} "
+                f"({mode}); use impl='auto'"
+            )
+        if not _native_available():
+            from . import native
+
+            raise ValueError(f"impl='native': the native CPU kernels are {native.status()}")
     if impl == "triton":
         if not triton_available():
             from excite.errors import require

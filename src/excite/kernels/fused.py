@@ -95,11 +95,12 @@ class ChannelGateFunction(Function):
         pooled = pooled.to(cdt)
         w1c, w2c = w1.to(cdt), w2.to(cdt)
         h, z, logits, g = mlp_forward(pooled, w1c, cast(b1, cdt), w2c, cast(b2, cdt), act, gate)
-        out3 = x3 * g.to(x.dtype).unsqueeze(-1)
+        # full-rank product: the output is a fresh tensor, not a view (in-place safe)
+        out = x * g.to(x.dtype).view(*g.shape, *([1] * (x.ndim - 2)))
         ctx.save_for_backward(x, pooled, h, z, logits, g, idx, w1c, w2c)
         ctx.cfg = (pools, act, gate, b1 is not None, b2 is not None)
         ctx.wdt = (w1.dtype, w2.dtype)
-        return out3.view(x.shape)
+        return out
 
     @staticmethod
     @autocast_off
@@ -140,7 +141,7 @@ class SpatialGateFunction(Function):
         maps, idx = channel_pools(x, pools, ctx.needs_input_grad[0])
         wc, scale_c = weight.to(cdt), cast(scale, cdt)
         m, conv, pre, s = spatial_gate_forward(maps, wc, scale_c, cast(shift, cdt), gate)
-        out3 = x3 * s.view(x3.shape[0], 1, x3.shape[2]).to(x.dtype)
+        out = x * s.to(x.dtype)  # a fresh tensor, not a view (in-place safe)
         # the maps are kept in x's dtype (m is their upcast copy), conv only with an affine
         ctx.save_for_backward(
             x, maps, None if scale is None else conv, _pre_to_save(pre, gate), s,
@@ -148,7 +149,7 @@ class SpatialGateFunction(Function):
         )
         ctx.cfg = (pools, gate)
         ctx.dts = (weight.dtype, None if scale is None else scale.dtype, None if shift is None else shift.dtype)
-        return out3.view(x.shape)
+        return out
 
     @staticmethod
     @autocast_off
@@ -181,24 +182,24 @@ class CBAMFunction(Function):
     @autocast_off
     def forward(ctx, x, w1, b1, w2, b2, weight, scale, shift, channel_pools_, spatial_pools, act, gate):
         x3 = ncs(x)
-        n, _, size = x3.shape
+        n = x3.shape[0]
         cdt = compute_dtype(x)
         pooled, idx_c = global_pools(x3, channel_pools_, ctx.needs_input_grad[0])
         pooled = pooled.to(cdt)
         w1c, w2c = w1.to(cdt), w2.to(cdt)
         h, z, logits, g = mlp_forward(pooled, w1c, cast(b1, cdt), w2c, cast(b2, cdt), act, gate)
-        y3 = x3 * g.to(x.dtype).unsqueeze(-1)  # F', a temporary: not saved
-        maps, idx_s = channel_pools(y3.view(x.shape), spatial_pools, any(ctx.needs_input_grad[:5]))
+        y = x * g.to(x.dtype).view(n, x.shape[1], *([1] * (x.ndim - 2)))  # F', a temporary: not saved
+        maps, idx_s = channel_pools(y, spatial_pools, any(ctx.needs_input_grad[:5]))
         wc, scale_c = weight.to(cdt), cast(scale, cdt)
         m, conv, pre, s = spatial_gate_forward(maps, wc, scale_c, cast(shift, cdt), gate)
-        out3 = y3.mul_(s.view(n, 1, size).to(x.dtype))
+        out = y.mul_(s.to(x.dtype))  # F'' in F''s buffer: a fresh tensor, not a view
         ctx.save_for_backward(
             x, pooled, h, z, logits, g, idx_c, w1c, w2c, maps, None if scale is None else conv,
             _pre_to_save(pre, gate), s, _pack_index(idx_s, x.shape[1]), wc, scale_c,
         )
         ctx.cfg = (channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None)
         ctx.dts = tuple(None if t is None else t.dtype for t in (w1, b1, w2, b2, weight, scale, shift))
-        return out3.view(x.shape)
+        return out
 
     @staticmethod
     @autocast_off

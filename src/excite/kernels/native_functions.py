@@ -22,6 +22,7 @@ from .ops import (
     autocast_off,
     cast,
     compute_dtype,
+    empty_like_ncs,
     mlp_backward,
     mlp_forward,
     ncs,
@@ -72,11 +73,12 @@ class NativeChannelGateFunction(Function):
         pooled, idx = _global(mod, x3, pools, ctx.needs_input_grad[0], cdt)
         w1c, w2c = w1.to(cdt), w2.to(cdt)
         h, z, logits, g = mlp_forward(pooled, w1c, cast(b1, cdt), w2c, cast(b2, cdt), act, gate)
-        out3 = mod.apply(x3, g.to(x.dtype).contiguous(), None)
+        out, out3 = empty_like_ncs(x)  # a fresh tensor, not a view (in-place safe)
+        mod.apply(x3, g.to(x.dtype).contiguous(), None, out3)
         ctx.save_for_backward(x, pooled, h, z, logits, g, idx, w1c, w2c)
         ctx.cfg = (pools, act, gate, b1 is not None, b2 is not None)
         ctx.wdt = (w1.dtype, w2.dtype)
-        return out3.view(x.shape)
+        return out
 
     @staticmethod
     @autocast_off
@@ -134,13 +136,14 @@ class NativeSpatialGateFunction(Function):
         maps = maps.view(n, len(pools), *x.shape[2:])
         wc, scale_c = weight.to(cdt), cast(scale, cdt)
         m, conv, pre, s = spatial_gate_forward(maps, wc, scale_c, cast(shift, cdt), gate)
-        out3 = mod.apply(x3, ones, s.reshape(n, -1).to(x.dtype).contiguous())
+        out, out3 = empty_like_ncs(x)
+        mod.apply(x3, ones, s.reshape(n, x3.shape[2]).to(x.dtype).contiguous(), out3)
         ctx.save_for_backward(
             x, maps, None if scale is None else conv, _pre_to_save(pre, gate), s, idx, wc, scale_c,
         )
         ctx.cfg = (pools, gate)
         ctx.dts = (weight.dtype, None if scale is None else scale.dtype, None if shift is None else shift.dtype)
-        return out3.view(x.shape)
+        return out
 
     @staticmethod
     @autocast_off
@@ -160,9 +163,9 @@ class NativeSpatialGateFunction(Function):
         )
         dx = None
         if ctx.needs_input_grad[0]:
-            dmaps3 = dmaps.reshape(n, len(pools), -1).to(s.dtype)
+            dmaps3 = dmaps.reshape(n, len(pools), x3.shape[2]).to(s.dtype)
             dx = mod.grad_input(
-                dy3, s.reshape(n, -1).contiguous(), _split(dmaps3.transpose(0, 1), pools, "avg"),
+                dy3, s.reshape(n, x3.shape[2]).contiguous(), _split(dmaps3.transpose(0, 1), pools, "avg"),
                 _split(dmaps3.transpose(0, 1), pools, "max"), idx,
             ).view(x.shape)
         dw, dsc, dsh = ctx.dts
@@ -187,14 +190,15 @@ class NativeCBAMFunction(Function):
         maps = maps.view(n, len(spatial_pools), *x.shape[2:])
         wc, scale_c = weight.to(cdt), cast(scale, cdt)
         m, conv, pre, s = spatial_gate_forward(maps, wc, scale_c, cast(shift, cdt), gate)
-        out3 = mod.apply(x3, gx, s.reshape(n, -1).to(x.dtype).contiguous())
+        out, out3 = empty_like_ncs(x)
+        mod.apply(x3, gx, s.reshape(n, x3.shape[2]).to(x.dtype).contiguous(), out3)
         ctx.save_for_backward(
             x, pooled, h, z, logits, g, idx_c, w1c, w2c, maps, None if scale is None else conv,
             _pre_to_save(pre, gate), s, _pack_index(idx_s, x.shape[1]), wc, scale_c,
         )
         ctx.cfg = (channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None)
         ctx.dts = tuple(None if t is None else t.dtype for t in (w1, b1, w2, b2, weight, scale, shift))
-        return out3.view(x.shape)
+        return out
 
     @staticmethod
     @autocast_off
@@ -207,7 +211,7 @@ class NativeCBAMFunction(Function):
         conv = pre if conv is None else conv
         x3, dy3 = _aligned(x, dout)
         n = x3.shape[0]
-        s2 = s.reshape(n, -1).contiguous()
+        s2 = s.reshape(n, x3.shape[2]).contiguous()
         need_mc = any(ctx.needs_input_grad[:5])
         # dM_s = sum_c dy * F' = sum_c M_c dy x and the dy part of dM_c = sum_s dy x M_s:
         # one pass over dy and x, no dy * x temporary
@@ -216,7 +220,7 @@ class NativeCBAMFunction(Function):
         dmaps, dweight, dscale, dshift = spatial_gate_backward(
             ds.view(s.shape), m, conv, pre, s, weight, scale, gate, needs
         )
-        dmaps3 = dmaps.reshape(n, len(spools), -1)
+        dmaps3 = dmaps.reshape(n, len(spools), x3.shape[2])
         dx = dw1 = db1 = dw2 = db2 = None
         if need_mc:
             dg = dg.to(g.dtype) + _maps_grad_dot(x3, dmaps3, idx_s, spools)

@@ -89,6 +89,20 @@ def ncs(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous().view(n, c, s)
 
 
+def empty_like_ncs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An uninitialised output for ``x`` and its (N, C, S) view, laid out as ``ncs(x)``.
+
+    The output is a fresh tensor (not a view), so a custom autograd Function may return
+    it and callers may modify it in place (``out += identity`` in a residual block).
+    """
+    if x.is_contiguous() or x.permute(0, *range(2, x.ndim), 1).is_contiguous():
+        # contiguous or channels-last: ncs(x) is a view, and so is ncs(out) of the same strides
+        out = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
+    else:  # ncs copied x: the output is contiguous like that copy
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return out, ncs(out)
+
+
 def _conv3d_by_frames(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """A stride-1 'same' conv3d computed as one conv2d over frames plus a shifted sum.
 

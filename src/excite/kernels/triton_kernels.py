@@ -32,6 +32,7 @@ from torch.autograd import Function
 from .ops import (
     autocast_off,
     cast,
+    empty_like_ncs,
     mlp_backward,
     mlp_forward,
     ncs,
@@ -221,7 +222,7 @@ class TritonAttentionFunction(Function):
             )
             maps = torch.stack([mean if p == "avg" else mxs for p in spools], 1).view(n, len(spools), *x.shape[2:])
             m, conv, pre, sg = spatial_gate_forward(maps, weight.to(f32), cast(scale, f32), cast(shift, f32), gate)
-        out3 = torch.empty_like(x3)
+        out, out3 = empty_like_ncs(x)  # a fresh tensor, not a view (in-place safe)
         _apply[_grid_cs(n, c, s)](
             x3, g if g is not None else x3, sg if sg is not None else x3, out3, c, s,
             *x3.stride(), *out3.stride(), HAS_G=g is not None, HAS_S=sg is not None, BLOCK=_BLOCK,
@@ -229,7 +230,7 @@ class TritonAttentionFunction(Function):
         ctx.save_for_backward(x, pooled, h, z, logits, g, idx_c, w1, w2, m, conv, pre, sg, idx_s, weight, scale)
         ctx.cfg = (cpools, spools, act, gate, b1 is not None, b2 is not None)
         ctx.dts = tuple(None if t is None else t.dtype for t in (w1, b1, w2, b2, weight, scale, shift))
-        return out3.view(x.shape)
+        return out
 
     @staticmethod
     @autocast_off

@@ -8,11 +8,11 @@ these. :mod:`excite.kernels`' public functions validate their arguments, resolve
     module.forward ── check_input ── resolve_impl ──┐
                                                     ├── unchecked.cbam(..., impl=which)
     excite.kernels.cbam ── validate ── resolve_impl ┘        │
-                                             reference.cbam | fused.cbam | triton_kernels.cbam
+                          reference.cbam | fused.cbam | native_functions.cbam | triton_kernels.cbam
 
 Nothing here checks shapes, dtypes or names: wrong arguments fail inside torch. Every
-argument is required (``impl`` is "reference", "fused" or "triton", never "auto" or
-None); pools and activation names are as in :mod:`excite.kernels`.
+argument is required (``impl`` is "reference", "fused", "native" or "triton", never
+"auto" or None); pools and activation names are as in :mod:`excite.kernels`.
 """
 
 from __future__ import annotations
@@ -27,17 +27,22 @@ __all__ = ["backend", "cbam", "channel_attention", "spatial_attention"]
 
 
 def backend(impl: str) -> ModuleType:
-    """The module implementing ``impl``: :mod:`.reference`, :mod:`.fused` or
-    :mod:`.triton_kernels` (imported on first use: it needs the optional triton)."""
+    """The module implementing ``impl``: :mod:`.reference`, :mod:`.fused`,
+    :mod:`.native_functions` (the C++ CPU kernels) or :mod:`.triton_kernels` (imported on
+    first use: it needs the optional triton)."""
     if impl == "fused":
         return fused
     if impl == "reference":
         return reference
+    if impl == "native":
+        from . import native_functions
+
+        return native_functions
     if impl == "triton":
         from . import triton_kernels
 
         return triton_kernels
-    raise ValueError(f"impl must be 'reference', 'fused' or 'triton' here, got {impl!r}")
+    raise ValueError(f"impl must be 'reference', 'fused', 'native' or 'triton' here, got {impl!r}")
 
 
 def channel_attention(

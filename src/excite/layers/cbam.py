@@ -108,7 +108,7 @@ class ChannelAttention(ChannelMLP):
         bias: biases in the MLP (the paper has none; the official code has them).
         activation: delta, a name ("relu", ...) or an ``nn.Module`` class.
         gate: sigma, a name ("sigmoid", ...) or an ``nn.Module`` class.
-        impl: how ``forward`` runs: "auto", "reference", "fused" or "triton" (see
+        impl: how ``forward`` runs: "auto", "reference", "fused", "native" or "triton" (see
             :mod:`excite.kernels`); None follows ``excite.kernels.set_default_impl``.
             Not part of the state dict.
 
@@ -174,7 +174,7 @@ class SpatialAttention(nn.Module):
         gate: sigma, a name ("sigmoid", ...) or an ``nn.Module`` class.
         pools: the channel-wise maps in concatenation order: ("avg", "max") in the
             paper, ("max", "avg") in the official code; a single pool also works.
-        impl: how ``forward`` runs: "auto", "reference", "fused" or "triton" (see
+        impl: how ``forward`` runs: "auto", "reference", "fused", "native" or "triton" (see
             :mod:`excite.kernels`); None follows ``excite.kernels.set_default_impl``.
             Not part of the state dict.
 
@@ -288,7 +288,7 @@ class CBAM(nn.Module):
         norm_momentum: that BatchNorm's momentum; None takes 0.01 (the official code's).
         activation: the channel MLP's activation (name or ``nn.Module`` class).
         gate: both modules' gate (name or ``nn.Module`` class).
-        impl: how ``forward`` runs: "auto", "reference", "fused" or "triton" (see
+        impl: how ``forward`` runs: "auto", "reference", "fused", "native" or "triton" (see
             :mod:`excite.kernels`); None follows ``excite.kernels.set_default_impl``.
             Not part of the state dict.
 

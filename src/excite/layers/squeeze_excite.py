@@ -38,7 +38,7 @@ class SqueezeExcite(ChannelMLP):
         bias: biases in both linear layers (the paper's FC layers have them).
         activation: delta, a name ("relu", "silu", ...) or an ``nn.Module`` class.
         gate: sigma, a name ("sigmoid", "hard_sigmoid", ...) or an ``nn.Module`` class.
-        impl: how ``forward`` runs: "auto", "reference", "fused" or "triton" (see
+        impl: how ``forward`` runs: "auto", "reference", "fused", "native" or "triton" (see
             :mod:`excite.kernels`); None follows ``excite.kernels.set_default_impl``.
             Not part of the state dict.
 

@@ -237,8 +237,10 @@ _Pragma("omp simd reduction(+ : sum) reduction(max : m)")
 
 // ------------------------------------------------------------------------------- apply
 // out = (x * g) * s with both products rounded to x's dtype; g (N, C) and s (N, S) (or an
-// undefined s: out = x * g). The output has x's layout.
-Tensor apply(const Tensor& x3, const Tensor& g, const c10::optional<Tensor>& s_opt) {
+// undefined s: out = x * g). Written into out3 when given (an (N, C, S) view with x3's
+// strides, e.g. of a fresh full-rank tensor), else into a new tensor of x3's layout.
+Tensor apply(const Tensor& x3, const Tensor& g, const c10::optional<Tensor>& s_opt,
+             const c10::optional<Tensor>& out_opt) {
   check3(x3, "x");
   const int64_t n = x3.size(0), c = x3.size(1), s = x3.size(2);
   TORCH_CHECK(g.is_contiguous() && g.size(0) == n && g.size(1) == c && g.scalar_type() == x3.scalar_type(),
@@ -248,7 +250,14 @@ Tensor apply(const Tensor& x3, const Tensor& g, const c10::optional<Tensor>& s_o
     TORCH_CHECK(s_opt->is_contiguous() && s_opt->numel() == n * s && s_opt->scalar_type() == x3.scalar_type(),
                 "s must be a contiguous (N, S) tensor of x's dtype");
   }
-  Tensor out = at::empty_strided(x3.sizes(), x3.strides(), x3.options());
+  Tensor out;
+  if (out_opt.has_value() && out_opt->defined()) {
+    out = *out_opt;
+    TORCH_CHECK(out.sizes() == x3.sizes() && out.strides() == x3.strides() && out.scalar_type() == x3.scalar_type(),
+                "out must have x's shape, strides and dtype");
+  } else {
+    out = at::empty_strided(x3.sizes(), x3.strides(), x3.options());
+  }
   if (x3.numel() == 0) return out;
   const bool ncs = is_ncs(x3);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x3.scalar_type(), "apply", [&] {
@@ -506,7 +515,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "mean and max over C of x * g: (N, P, S) maps in x's dtype (+argmax channel)",
         py::arg("x3"), py::arg("g"), py::arg("avg_first"), py::arg("want_avg"), py::arg("want_max"),
         py::arg("need_index"));
-  m.def("apply", &apply, "(x * g) * s in x's layout", py::arg("x3"), py::arg("g"), py::arg("s") = py::none());
+  m.def("apply", &apply, "(x * g) * s in x's layout", py::arg("x3"), py::arg("g"), py::arg("s") = py::none(),
+        py::arg("out") = py::none());
   m.def("grad_stats", &grad_stats, "ds = sum_c g dy x and dg = sum_s dy x s in one pass", py::arg("dy3"),
         py::arg("x3"), py::arg("g") = py::none(), py::arg("s") = py::none(), py::arg("want_ds") = true,
         py::arg("want_dg") = true);
