@@ -36,9 +36,8 @@ BUILDERS = {
     "cbam_spatial_channel": lambda d: CBAM(C, spatial_dims=d, reduction=4, kernel_size=3, arrangement="spatial-channel"),
 }
 
-DEVICES = [("cpu", torch.bfloat16), ("cpu", torch.float16)]
-if torch.cuda.is_available():
-    DEVICES += [("cuda", torch.float16), ("cuda", torch.bfloat16)]
+DEVICES = [("cpu", torch.bfloat16), ("cpu", torch.float16), ("cuda", torch.float16), ("cuda", torch.bfloat16)]
+NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def _impls(device: str) -> list[str]:
@@ -84,7 +83,10 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # every module at 1D/2D/3D in CPU bfloat16 and on CUDA; CPU float16 at 2D
 CASES = [
-    pytest.param(name, d, device, dtype, id=f"{name}-{d}d-{device}-{str(dtype)[6:]}")
+    pytest.param(
+        name, d, device, dtype, id=f"{name}-{d}d-{device}-{str(dtype)[6:]}",
+        marks=[NO_CUDA] if device == "cuda" else [],
+    )
     for name in sorted(BUILDERS)
     for d in (1, 2, 3)
     for device, dtype in DEVICES
