@@ -8,7 +8,7 @@ rename, so a killed process leaves the previous version, never a half-written on
       metrics.csv        one row per finished epoch (columns: METRIC_COLUMNS)
       summary.json       the run's summary (see excite.engine.summary), status
                          "running" / "interrupted" / "finished"
-      curves.png         loss and accuracy per epoch (drawn when the run stops)
+      curves.png         loss and accuracy per epoch (redrawn after every epoch)
       last.safetensors   weights after the latest epoch
       best.safetensors   weights of the epoch with the best validation accuracy
       state.pt           resumable training state (see excite.engine.state)
@@ -131,11 +131,18 @@ class RunDirectory:
         self.save_state(state)
         reports.write_csv(self.metrics_path, history, METRIC_COLUMNS)
         self.save_summary(summary)
+        self.save_curves(history, summary)  # a picture of the files above, so after them
 
     def save_summary(self, summary: Mapping[str, Any], *,
                      curves: Sequence[Mapping[str, Any]] = (), title: str = "") -> None:
-        """Write ``summary.json``; with ``curves`` (the metrics rows) also ``curves.png``
-        (drawing is the slowest write, so the trainer draws it once, when the run stops)."""
+        """Write ``summary.json``; with ``curves`` (the metrics rows) also ``curves.png``."""
         reports.write_json(self.summary_path, summary)
         if curves:
-            reports.plot_curves(self.curves_path, curves, title=title)
+            self.save_curves(curves, summary, title=title)
+
+    def save_curves(self, history: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], *,
+                    title: str = "") -> None:
+        """Draw ``curves.png`` (chance line and best epoch from ``summary``); skipped, after
+        one warning, without matplotlib."""
+        if reports.plotting_available():
+            reports.plot_run_curves(self.curves_path, history, summary, title=title)

@@ -40,7 +40,7 @@ from excite.engine.memory import PeakMemory
 from excite.engine.metrics import ClassificationMeter
 from excite.engine.progress import Progress
 from excite.engine.rundir import RunDirectory
-from excite.engine.schedule import epoch_indices, epoch_seed, lr_factor, seed_everything
+from excite.engine.schedule import epoch_indices, epoch_seed, lr_factor, mean_lr, seed_everything
 from excite.engine.setup import RunSetup, prepare_run
 from excite.engine.signals import StopRequest
 from excite.engine.state import Counters, ResumePoint, SavedState, meter_sums, training_state
@@ -84,7 +84,7 @@ class Trainer:
         self.given_splits = splits  # None: built from config
         self.given_model = model
         self.ctx = dist_utils.setup(config.device)
-        self.progress = Progress(self.ctx.is_main, config.quiet, log)
+        self.progress = Progress(self.ctx.is_main, config.quiet, log, log_interval=config.log_interval)
         self.log = self.progress.log
         self.stop = StopRequest(log=self.log)
         self.peak = PeakMemory(self.ctx.device)
@@ -215,7 +215,8 @@ class Trainer:
             "val_loss": val.loss,
             "val_acc": val.accuracy,
             "val_top5": val.top5,
-            "lr": setup.optimizer.param_groups[0]["lr"],
+            "lr": mean_lr(setup.scheduler, self.counters.global_step - setup.steps_per_epoch,
+                          self.counters.global_step),  # the rate the epoch's steps used
             "epoch_time_s": result.time_s,
             "train_samples_per_s": result.samples / max(result.time_s, 1e-9),
         }
@@ -317,6 +318,10 @@ def fit(config: TrainConfig, *, splits: Splits | None = None, model: nn.Module |
     files = RunDirectory(path)
     if resume and not files.has_state():
         files.load_state()  # raises the clear "missing" error before any setup
+    if config.tensorboard:  # checks the package before anything is built
+        from excite.engine.tensorboard import TensorBoardLogger
+
+        callbacks = [*callbacks, TensorBoardLogger()]
     trainer = Trainer(config, splits=splits, model=model, run_dir=path, resume=resume,
                       callbacks=callbacks, log=log)
     return trainer.run()
