@@ -344,21 +344,24 @@ def _export_program(model: nn.Module, example: torch.Tensor, tmp: Path, *, dynam
 def _export_torchscript(model: nn.Module, example: torch.Tensor, tmp: Path) -> None:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the parity check decides
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, still asked for
             traced = torch.jit.trace(model, (example,), check_trace=False)
-        torch.jit.save(traced, str(tmp))
+            torch.jit.save(traced, str(tmp))
     except Exception as exc:
         raise ExportError(f"TorchScript tracing failed: {_first_line(exc)}") from exc
 
 
-def _runner(fmt: str, path: Path) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], str]:
+def _runner(fmt: str, path: Path, device: torch.device) -> tuple[Callable[[torch.Tensor], list[torch.Tensor]], str]:
     """A function running the saved artefact, and what runs it."""
     if fmt == "onnx":
         return _onnx_runner(path)
     if fmt == "exported-program":
         module = torch.export.load(str(path)).module()
         return (lambda x: _outputs(module(x))), "torch.export.load"
-    script = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        script = torch.jit.load(str(path), map_location=device)
     return (lambda x: _outputs(script(x))), "torch.jit.load"
 
 
@@ -456,10 +459,12 @@ def export(
                         f"spatial axes): {', '.join(bad)}"
                     )
             batch = example.shape[0] + 1 if dynamic_batch else example.shape[0]
-            check = torch.randn((batch, *example.shape[1:]), dtype=example.dtype, device=device)
+            # fixed seed, own generator: reproducible numbers, the caller's RNG untouched
+            gen = torch.Generator().manual_seed(0)
+            check = torch.randn((batch, *example.shape[1:]), generator=gen, dtype=example.dtype).to(device)
             with torch.no_grad():
                 want = _outputs(model(check))
-                run, runtime = _runner(format, tmp)
+                run, runtime = _runner(format, tmp, check.device)
                 got = run(check.cpu() if format == "onnx" else check)
         max_abs, max_rel = _errors(got, want)
         report = ExportReport(
