@@ -13,6 +13,7 @@ import yaml
 from excite.cli import main
 from excite.engine import Callback
 from excite.engine import train as train_module
+from excite.engine.config import RESUME_OVERRIDABLE
 
 # 16 train / 8 val clips of 1x4x16x16: a train or eval run takes seconds
 TINY = ["--data-option", "train_size=16", "--data-option", "val_size=8",
@@ -62,7 +63,7 @@ def test_train_eval_interrupt_resume_end_to_end(tmp_path: Path, capsys, monkeypa
     assert main(["eval", str(straight)]) == 0
     out = capsys.readouterr().out
     assert "accuracy:" in out and "top-5" not in out  # 4 classes: no top-5
-    ev = straight / "eval-moving-shapes"
+    ev = straight / "eval-moving-shapes-best"
     metrics = json.loads((ev / "metrics.json").read_text())
     with open(ev / "confusion.csv") as handle:
         confusion = [[int(v) for k, v in row.items() if k != "true"] for row in csv.DictReader(handle)]
@@ -90,7 +91,8 @@ def test_train_eval_interrupt_resume_end_to_end(tmp_path: Path, capsys, monkeypa
     resumed = tmp_path / "resumed"
     assert json.loads((resumed / "summary.json").read_text())["status"] == "interrupted"
     assert _error(capsys, ["train", "--resume", str(resumed), "--lr", "0.5"]).endswith(
-        "only device, epochs, out, quiet, workers may change")
+        f"only {', '.join(sorted(RESUME_OVERRIDABLE))} may change")
+    assert {"device", "epochs", "out", "quiet", "workers"} <= RESUME_OVERRIDABLE
     assert main(["train", "--resume", str(resumed)]) == 0
     capsys.readouterr()
     assert _rows(resumed) == _rows(straight)
@@ -145,9 +147,9 @@ def test_fashion_mnist_model_rank_comes_from_the_data(tmp_path: Path, capsys) ->
     ("argv", "expected"),
     [
         (["train", "--model", "resnet9000"], "unknown model 'resnet9000'; valid models: "),
-        (["train", "--attention", "sk"], "unknown attention 'sk'; valid attention names: none, "),
+        (["train", "--attention", "nope"], "unknown attention 'nope'; valid attention names: none, "),
         (["train", "--data", "imagenet"], "unknown dataset 'imagenet'"),
-        (["compare", "--attention", "none,bam", "--seeds", "1"], "unknown attention 'bam'"),
+        (["compare", "--attention", "none,nope", "--seeds", "1"], "unknown attention 'nope'"),
         (["compare", "--attention", "se,se"], "attention list has duplicates"),
         (["compare", "--seeds", "0"], "--seeds must be >= 1"),
         (["train", "--epochs", "0"], "epochs must be an int >= 1, got 0"),
