@@ -46,7 +46,7 @@ MODULES = {
 }
 for _arr in ("channel-spatial", "spatial-channel", "parallel"):
     for _var in ("paper", "official"):
-        for _mode in ("train", "eval"):
+        for _mode in ("train", "eval") if _var == "official" else ("train",):  # BatchNorm
             MODULES[f"cbam_{_arr}_{_var}_{_mode}"] = (
                 lambda d, a=_arr, v=_var, m=_mode: CBAM(
                     C, spatial_dims=d, reduction=4, kernel_size=3, arrangement=a, variant=v
