@@ -66,7 +66,11 @@ def run_compare(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[in
     reports.write_csv(out / "compare.csv", rows, CSV_COLUMNS)
     markdown = format_markdown(rows, title)
     atomic_write_text(out / "compare.md", markdown)
-    reports.plot_compare(out / "compare.png", rows, title)
+    if reports.plotting_available():  # every seed's point and curve: read each run's metrics.csv
+        histories = {a: [reports.read_csv(RunDirectory(s["run_dir"]).metrics_path) for s in summaries[a]
+                         if s.get("run_dir") and RunDirectory(s["run_dir"]).metrics_path.is_file()]
+                     for a in attentions}
+        reports.plot_compare(out / "compare.png", rows, title, summaries=summaries, histories=histories)
     log(markdown)
     return rows
 
