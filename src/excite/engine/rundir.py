@@ -12,7 +12,7 @@ rename, so a killed process leaves the previous version, never a half-written on
       last.safetensors   weights after the latest epoch
       best.safetensors   weights of the epoch with the best validation accuracy
       state.pt           resumable training state (see excite.engine.state)
-      eval-DATA/         written by excite eval
+      eval-DATA-CHECKPOINT[-HASH]/   written by excite eval (see excite.engine.evaluate)
 """
 
 from __future__ import annotations
