@@ -243,6 +243,9 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, data_dir: str 
     return result, out
 
 
+_UNSET = object()  # "the run has no such option"
+
+
 def changed_options(config: TrainConfig, eval_config: TrainConfig) -> dict[str, Any]:
     """What an evaluation changes from the run it evaluates: the dataset options (all of
     them for another dataset; those that differ on the run's own), the data folder, and
@@ -261,9 +264,6 @@ def changed_options(config: TrainConfig, eval_config: TrainConfig) -> dict[str, 
         if diff:
             changes[key] = diff
     return changes
-
-
-_UNSET = object()
 
 
 def describe_changes(changes: dict[str, Any]) -> str:
