@@ -1,4 +1,4 @@
-"""Standalone SE / CBAM benchmark: textbook vs torch.compile vs the fused path.
+"""Standalone SE / CBAM benchmark: textbook vs torch.compile vs the fused and native paths.
 
     python -m benchmarks.attention [--shapes ...] [--dtypes float32 bfloat16]
                                    [--modules se cbam] [--repeats 7] [--no-compile]
@@ -24,6 +24,7 @@ import torch
 from ._stamp import load_average, now
 
 from excite import kernels
+from excite.kernels import native as native_kernels
 
 from .textbook import TextbookCBAM, TextbookSE
 
@@ -79,6 +80,9 @@ def _variants(module: str, x: torch.Tensor, compile_: bool) -> dict[str, Callabl
 
         def ours(t):
             return kernels.squeeze_excite(t, *w, impl="fused")
+
+        def native(t):
+            return kernels.squeeze_excite(t, *w, impl="native")
     else:
         ref = TextbookCBAM(c, d).to(x.dtype)
         w = (ref.mlp[0].weight, None, ref.mlp[2].weight, None, ref.conv.weight)
@@ -86,7 +90,12 @@ def _variants(module: str, x: torch.Tensor, compile_: bool) -> dict[str, Callabl
         def ours(t):
             return kernels.cbam(t, *w, impl="fused")
 
+        def native(t):
+            return kernels.cbam(t, *w, impl="native")
+
     out = {"textbook": ref, "ours": ours}
+    if native_kernels.available():
+        out["ours-native"] = native
     if compile_:
         # static shapes: every benchmarked shape gets its own specialised graph
         out["textbook+compile"] = torch.compile(ref, fullgraph=True, dynamic=False)
@@ -165,7 +174,7 @@ def main(argv=None) -> int:
                     shape, DTYPES[dname], module, args.repeats, not args.no_compile
                 )
                 base = med[("textbook", "fwd+bwd")]
-                for name in ("textbook", "textbook+compile", "ours", "ours+compile"):
+                for name in ("textbook", "textbook+compile", "ours", "ours+compile", "ours-native"):
                     if (name, "fwd") not in med:
                         continue
                     f, fb = med[(name, "fwd")], med[(name, "fwd+bwd")]
