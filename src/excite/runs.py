@@ -142,6 +142,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best") -> tuple[nn.Modul
             "model.load_state_dict"
         )
     values.pop(CUSTOM_MODEL_KEY, None)
+    values.pop("custom_data", None)  # data given to fit: the model is still rebuilt from its name
     config = TrainConfig.from_dict(values)
     weights = path / CHECKPOINTS[checkpoint]
     if not weights.is_file():

@@ -182,8 +182,7 @@ def test_run_directory_errors(tmp_path: Path, capsys) -> None:
     assert "not an excite run directory" in _error(capsys, ["train", "--resume", str(tmp_path / "plain")])
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text("epochs: 1\n")
-    assert "no resumable training state" in _error(capsys, ["train", "--resume", str(run)])
+    (run / "config.yaml").write_text("epochs: 1\n")  # (--resume restarts such a run: test_cli_reliability_runs.py)
     assert "no best weights" in _error(capsys, ["eval", str(run)])
     assert "already exists; continue it with --resume" in _error(
         capsys, ["train", "--out", str(tmp_path), "--name", "run"])
@@ -192,15 +191,11 @@ def test_run_directory_errors(tmp_path: Path, capsys) -> None:
 
 
 def test_default_run_names_do_not_overwrite_earlier_runs(tmp_path: Path) -> None:
-    from excite.cli.train import _new_run_dir
-    from excite.engine import TrainConfig
+    from excite.engine import RunDirectory, TrainConfig
 
-    config = TrainConfig(out=str(tmp_path))
-    first = _new_run_dir(config)
-    assert first == tmp_path / "tiny_resnet-cbam-moving-shapes-s0"
-    first.mkdir()
-    (first / "config.yaml").write_text("{}")
-    assert _new_run_dir(config) == tmp_path / "tiny_resnet-cbam-moving-shapes-s0-2"
+    base = tmp_path / TrainConfig(out=str(tmp_path)).run_name  # what `excite train` claims
+    assert RunDirectory.claim(base, numbered=True).path == tmp_path / "tiny_resnet-cbam-moving-shapes-s0"
+    assert RunDirectory.claim(base, numbered=True).path == tmp_path / "tiny_resnet-cbam-moving-shapes-s0-2"
 
 
 def test_demo_data_options_apply_only_to_their_dataset_and_yield_to_flags(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from excite.engine import TrainConfig
 from excite.engine.checkpoint import load_state, load_weights
 from excite.engine.rundir import RunDirectory
 from excite.engine.schedule import epoch_indices, make_scheduler
-from excite.engine.signals import StopRequest
+from excite.engine.signals import STOP_MESSAGE, AbortRun, StopRequest
 from excite.errors import ExciteError
 
 
@@ -73,13 +73,20 @@ def test_first_signal_requests_a_stop_second_raises_and_handlers_come_back() -> 
         with StopRequest([signal.SIGUSR1, signal.SIGUSR2], log=lines.append) as stop:
             assert not stop.requested
             os.kill(os.getpid(), signal.SIGUSR2)
-            assert stop.requested and lines == ["stopping after this step (Ctrl-C again to abort without saving)"]
-            with pytest.raises(KeyboardInterrupt):
+            assert stop.requested and lines == [
+                "SIGUSR2 received: stopping after this step (SIGUSR2 again aborts without saving)"]
+            with pytest.raises(AbortRun):  # a KeyboardInterrupt that says: nothing saved
                 os.kill(os.getpid(), signal.SIGUSR1)
         assert signal.getsignal(signal.SIGUSR1) is previous
         assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+def test_ctrl_c_keeps_its_notice_and_sigterm_sigusr1_are_stop_signals() -> None:
+    assert StopRequest(log=print).signals == (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    assert STOP_MESSAGE == "stopping after this step (Ctrl-C again to abort without saving)"
+    assert issubclass(AbortRun, KeyboardInterrupt)
 
 
 def test_stop_request_off_the_main_thread_installs_nothing() -> None:

@@ -173,9 +173,10 @@ def test_training_options_run_and_log_their_learning_rate(tmp_path: Path, option
     assert all(float(r["train_loss"]) == float(r["train_loss"]) for r in rows)  # not NaN
     assert summary["amp"] == options.get("amp")
     if options.get("schedule") == "step":
-        # 4 steps/epoch, warm-up 2 steps, x0.1 after every epoch: lr after epoch 1 = 0.1 * 0.05
-        assert float(rows[0]["lr"]) == pytest.approx(0.005)
-        assert float(rows[1]["lr"]) == pytest.approx(0.0005)
+        # the rate the epoch's steps used: 4 steps/epoch, warm-up over steps 0-1 ((t + 1) / 2),
+        # x0.1 from epoch 2 on: epoch 1 = 0.05 * (0.5 + 1 + 1 + 1) / 4, epoch 2 = 0.1 * 0.05
+        assert float(rows[0]["lr"]) == pytest.approx(0.04375)
+        assert float(rows[1]["lr"]) == pytest.approx(0.005)
 
 
 class _FakeTTY(io.StringIO):
@@ -216,8 +217,12 @@ SUMMARY_KEYS = [
 
 def test_summary_keys_in_their_documented_order(straight) -> None:
     run_dir, summary = straight
-    assert list(summary) == SUMMARY_KEYS
-    assert list(json.loads((run_dir / "summary.json").read_text())) == SUMMARY_KEYS
+    # a run given its own model and data (TinyNet, blobs) records them after the others
+    keys = [*SUMMARY_KEYS, "custom_model", "custom_data"]
+    assert list(summary) == keys
+    assert list(json.loads((run_dir / "summary.json").read_text())) == keys
+    assert (summary["model"], summary["custom_model"], summary["data"], summary["custom_data"]) == (
+        "TinyNet", "TinyNet", "blobs", "blobs")
     assert summary["chance_acc"] == 0.25 and summary["input_shape"] == [1, 8, 8]
     assert summary["epochs_done"] == 2 and summary["train_samples"] == 64
 

@@ -42,6 +42,27 @@ def make_loader(dataset: Dataset, indices: Sequence[int], *, batch_size: int, wo
                       persistent_workers=False, generator=torch.Generator().manual_seed(seed))
 
 
+def training_samples(n: int, batch_size: int) -> int:
+    """How many of a process's ``n`` samples per epoch training uses with ``batch_size``.
+
+    All of them, except that a last batch of one sample is dropped (``drop_last`` only
+    when the remainder is 1): BatchNorm cannot normalise a batch of one in training mode
+    ("Expected more than 1 value per channel"), and a training set whose size is 1 more
+    than a multiple of the batch is easy to get (a few unreadable files skipped).
+
+    Raises:
+        ValueError: ``n`` is 1 while ``batch_size`` is larger (nothing would be left).
+    """
+    if batch_size > 1 and n % batch_size == 1:
+        if n == 1:
+            raise ValueError(
+                f"the training split gives each process 1 sample per epoch; training needs at "
+                f"least 2 (a batch of one cannot be normalised), with batch_size {batch_size}"
+            )
+        return n - 1
+    return n
+
+
 def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device,
               memory_format: torch.memory_format = torch.preserve_format,
               ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,11 +23,32 @@ from excite.profiling import profile
 
 @dataclasses.dataclass
 class Splits:
-    """Train and validation datasets plus the dataset's ``info`` (DatasetInfo-like)."""
+    """Train and validation datasets plus the dataset's ``info`` (DatasetInfo-like).
+
+    Attributes:
+        train: the training split.
+        val: the validation split.
+        info: the dataset's ``DatasetInfo`` (name, classes, channels, rank, ...).
+        data_key: the config fields :func:`build_splits` built them from (see
+            :func:`data_key`); ``None`` for splits made some other way, which a run
+            records as custom data.
+    """
 
     train: Dataset
     val: Dataset
     info: Any
+    data_key: dict[str, Any] | None = None
+
+
+#: the TrainConfig fields that decide a run's data
+DATA_FIELDS = ("data", "data_dir", "data_options", "val_fraction", "seed", "strict", "train_subset",
+               "val_subset")
+
+
+def data_key(config: TrainConfig) -> dict[str, Any]:
+    """The fields of ``config`` that decide its data (:data:`DATA_FIELDS`)."""
+    values = config.to_dict()
+    return {key: values[key] for key in DATA_FIELDS}
 
 
 def check_names(config: TrainConfig) -> None:
@@ -55,6 +76,7 @@ def build_splits(config: TrainConfig) -> Splits:
         train=subset(splits.train, config.train_subset, seed=config.seed, name="train_subset"),
         val=subset(splits.val, config.val_subset, seed=config.seed + 1, name="val_subset"),
         info=splits.info,
+        data_key=data_key(config),
     )
 
 

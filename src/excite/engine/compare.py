@@ -1,11 +1,15 @@
 """Train every attention variant x seed and tabulate the results.
 
-Each run lives in ``OUT/<attention>-s<seed>/``. A run whose ``summary.json`` says
-``finished`` (with the same config) is skipped on a re-run; an interrupted one is
-resumed. The table (``compare.md``, ``compare.csv``, ``compare.png`` in ``OUT``) gives,
-per variant: final validation accuracy mean ± sample standard deviation over seeds,
-best accuracy, parameters, GMACs per sample, training throughput (samples/s), mean step
-time and peak memory (means over seeds).
+Each run lives in ``OUT/<attention>-s<seed>/``. Before anything trains, every folder
+that already holds a run is checked against the config it would get now: a run with the
+same config (every field but those that do not change results: ``quiet``, ``workers``,
+``out``, ``device``, ``log_interval``, ``tensorboard``, ``save_every``) is reused when it
+finished and resumed otherwise; a run with another config (``--epochs 2`` then ``--epochs
+1``) is never overwritten: compare refuses, naming the folder and the keys that differ.
+The log says which runs were reused. The table (``compare.md``, ``compare.csv``,
+``compare.png`` in ``OUT``) gives, per variant: final validation accuracy mean ± sample
+standard deviation over seeds, best accuracy, parameters, GMACs per sample, training
+throughput (samples/s), mean step time and peak memory (means over seeds).
 """
 
 from __future__ import annotations
@@ -19,19 +23,47 @@ from typing import Any
 from excite.engine import reports
 from excite.engine.builders import build_splits, check_names
 from excite.engine.checkpoint import atomic_write_text
-from excite.engine.config import TrainConfig, canonical_attention
+from excite.engine.config import RESUME_OVERRIDABLE, TrainConfig, canonical_attention, dump_yaml
 from excite.engine.rundir import RunDirectory
 from excite.engine.train import fit
+from excite.errors import ExciteError, require
 
 CSV_COLUMNS = (
     "attention", "seeds", "acc_mean", "acc_std", "best_acc_mean", "params", "gmacs",
     "samples_per_s", "step_time_ms", "peak_memory_mb",
 )
 
+#: config fields a reused run may differ in (they do not change its results)
+NOT_COMPARED = RESUME_OVERRIDABLE - {"epochs"}
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+    """One run of a comparison and what to do with it.
+
+    Attributes:
+        attention: the variant.
+        config: its config (seed, name and out set).
+        run: its folder.
+        action: ``"train"`` (a new run), ``"resume"`` (same config, not finished) or
+            ``"reuse"`` (same config, finished).
+    """
+
+    attention: str
+    config: TrainConfig
+    run: RunDirectory
+    action: str
+
 
 def run_compare(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[int], out: str | Path,
                 *, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Train (or reuse) every run and write the comparison files; return the table rows."""
+    """Train (or reuse) every run and write the comparison files; return the table rows.
+
+    Raises:
+        ValueError: an empty or repeated attention list, unknown names.
+        ExciteError: a folder holding a run with another config, or a run that diverged
+            earlier with this one (nothing is trained then).
+    """
     if not attentions:
         raise ValueError("attention list is empty; give e.g. --attention none,se,cbam,eca")
     if len(set(attentions)) != len(attentions):
@@ -39,27 +71,23 @@ def run_compare(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[in
     out = Path(out)
     for attention in attentions:  # fail on a bad name or option before any training
         check_names(_variant(base, attention))
+    plan = plan_runs(base, attentions, seeds, out)
     summaries: dict[str, list[dict[str, Any]]] = {a: [] for a in attentions}
-    total = len(attentions) * len(seeds)
-    done = 0
-    for seed in seeds:
-        splits = None  # the data depend on the seed only: load them once per seed
-        for attention in attentions:
-            done += 1
-            name = f"{attention}-s{seed}"
-            config = dataclasses.replace(_variant(base, attention), seed=seed, name=name, out=str(out))
-            run = RunDirectory(out / name)
-            summary = run.read_summary()
-            status = summary.get("status") if summary is not None else None
-            if summary is not None and status == "finished" and _same_config(run, config):
-                log(f"[{done}/{total}] {name}: finished earlier, skipped")
-                summaries[attention].append(summary)
-                continue
-            resume = status in ("interrupted", "running") and run.has_state() and _same_config(run, config)
-            log(f"[{done}/{total}] {name}: {'resuming' if resume else 'training'}")
-            if splits is None:
-                splits = build_splits(config)
-            summaries[attention].append(fit(config, splits=splits, run_dir=run.path, resume=resume, log=log))
+    splits: dict[int, Any] = {}  # the data depend on the seed only: load them once per seed
+    for done, item in enumerate(plan, 1):
+        name, config = item.run.path.name, item.config
+        if item.action == "reuse":
+            log(f"[{done}/{len(plan)}] {name}: finished earlier, skipped (same config: its results are reused)")
+            summaries[item.attention].append(item.run.read_summary() or {})
+            continue
+        log(f"[{done}/{len(plan)}] {name}: {'resuming' if item.action == 'resume' else 'training'}")
+        if config.seed not in splits:
+            splits = {config.seed: build_splits(config)}
+        summaries[item.attention].append(fit(config, splits=splits[config.seed], run_dir=item.run.path,
+                                             resume=item.action == "resume", log=log))
+    reused = [item.run.path.name for item in plan if item.action == "reuse"]
+    if reused:
+        log(f"reused {len(reused)} finished run(s) with the same config: {', '.join(reused)}")
     rows = [_row(a, summaries[a]) for a in attentions]
     title = f"{base.model} on {base.data}, {base.epochs} epochs, {len(seeds)} seed(s)"
     out.mkdir(parents=True, exist_ok=True)
@@ -75,15 +103,65 @@ def run_compare(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[in
     return rows
 
 
-def _same_config(run: RunDirectory, config: TrainConfig) -> bool:
-    """The run's saved config equals ``config`` in every field that defines the experiment."""
+def plan_runs(base: TrainConfig, attentions: Sequence[str], seeds: Sequence[int],
+              out: Path) -> list[PlannedRun]:
+    """What to do with each run (seed by seed), checked before anything trains.
+
+    Raises:
+        ExciteError: a folder holds a run with another config (the message names the
+            first such folder and its differing keys), or one that diverged with this
+            config.
+    """
+    plan, conflicts = [], []
+    for seed in seeds:
+        for attention in attentions:
+            name = f"{attention}-s{seed}"
+            config = dataclasses.replace(_variant(base, attention), seed=seed, name=name, out=str(out))
+            run = RunDirectory(out / name)
+            if not run.holds_run():
+                plan.append(PlannedRun(attention, config, run, "train"))
+                continue
+            differing = config_differences(run, config)
+            if differing:
+                conflicts.append((run, differing))
+                continue
+            status = run.status()
+            if status == "diverged":
+                raise ExciteError(f"{run.path} diverged earlier with this config (see its summary.json); "
+                                  "lower --lr, or remove that folder to train it again")
+            plan.append(PlannedRun(attention, config, run, "reuse" if status == "finished" else "resume"))
+    if conflicts:
+        run, differing = conflicts[0]
+        more = f"; {len(conflicts) - 1} more folder(s) differ too" if len(conflicts) > 1 else ""
+        raise ExciteError(
+            f"{run.path} holds a run with another config ({'; '.join(differing)}){more}; "
+            "nothing was trained: use the same settings to reuse it, another --out, or remove "
+            "the folder to train it again"
+        )
+    return plan
+
+
+def config_differences(run: RunDirectory, config: TrainConfig) -> list[str]:
+    """The config keys where the run's saved ``config.yaml`` differs from ``config``
+    (``"key: saved there, now"``; fields in :data:`NOT_COMPARED` are not compared, and a
+    field the saved file lacks counts as its default). Empty: the same experiment."""
+    yaml = require("yaml", extra="train", purpose="reading YAML configs")
     try:
         saved = run.read_config_values()
-    except Exception:
-        return False
-    mine = config.to_dict()
-    ignore = {"quiet", "workers", "out", "device"}
-    return all(saved.get(k) == v for k, v in mine.items() if k not in ignore)
+    except ExciteError as exc:
+        return [f"config.yaml unreadable: {exc}"]
+    mine = yaml.safe_load(dump_yaml(config))  # through YAML, as the saved one went
+    defaults = yaml.safe_load(dump_yaml(TrainConfig()))
+    differing = []
+    for key in [*mine, *(k for k in saved if k not in mine)]:
+        if key in NOT_COMPARED:
+            continue
+        there = saved.get(key, defaults.get(key))
+        if key == "attention":
+            there = canonical_attention(there)
+        if there != mine.get(key):
+            differing.append(f"{key}: {there!r} there, {mine.get(key)!r} now")
+    return differing
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

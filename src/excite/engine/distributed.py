@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+from excite.errors import ExciteError
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +82,16 @@ def any_true(flag: bool, ctx: DistContext) -> bool:
     return bool(value.item())
 
 
+def any_true_each(flags: tuple[bool, ...], ctx: DistContext) -> tuple[bool, ...]:
+    """For each flag: True on every rank when it is true on any rank (one collective)."""
+    if not ctx.distributed:
+        return tuple(flags)
+    device = ctx.device if ctx.device.type == "cuda" else torch.device("cpu")
+    value = torch.tensor([1 if f else 0 for f in flags], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return tuple(bool(v) for v in value.tolist())
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.distributed:
         dist.barrier()
@@ -88,3 +104,32 @@ def broadcast_object(obj: object, ctx: DistContext) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def run_on_main(fn: Callable[[], T], ctx: DistContext) -> T:
+    """Run ``fn`` on rank 0 only and give every rank its result (collective when
+    distributed): how rank 0 alone decides something all ranks need, such as the run
+    directory's name.
+
+    Raises:
+        ExciteError, ValueError, FileNotFoundError: what ``fn`` raised on rank 0 (the same
+            message on every rank; other ranks raise it as ``ExciteError`` unless it was
+            a ``ValueError`` or ``FileNotFoundError``).
+    """
+    if not ctx.distributed:
+        return fn()
+    result: object = None
+    failure: tuple[str, str] | None = None
+    if ctx.is_main:
+        try:
+            result = fn()
+        except (ExciteError, ValueError, FileNotFoundError) as exc:
+            failure = (type(exc).__name__, str(exc))
+            error: BaseException = exc
+    result, failure = broadcast_object((result, failure), ctx)  # type: ignore[misc]
+    if failure is not None:
+        if ctx.is_main:
+            raise error
+        kind = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError}.get(failure[0], ExciteError)
+        raise kind(failure[1])
+    return result  # type: ignore[return-value]

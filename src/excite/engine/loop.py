@@ -3,12 +3,24 @@
 A step is the usual ``zero_grad -> forward (autocast) -> loss -> backward -> step`` with a
 GradScaler for fp16 on CUDA, then one scheduler step. After every step the loop updates
 the :class:`~excite.engine.state.Counters` and the epoch's meter, advances the progress
-bar and calls ``after_step``, which runs the callbacks and says whether to stop.
+bar and calls ``after_step``, which runs the callbacks, saves ``--save-every`` states and
+says whether to stop.
+
+Two things end an epoch early with an exception:
+
+- a loss that is not finite (NaN or infinite): :class:`DivergedError`, raised before the
+  step is counted, so nothing after the last finite step is ever saved;
+- an interrupt (``KeyboardInterrupt``) anywhere between two ``after_step`` calls (loading
+  a batch, the step, the bookkeeping): :class:`~excite.engine.signals.AbortRun`, since a
+  state saved there (RNG drawn, counters half-updated) would not resume to the same run.
+  An interrupt raised by ``after_step`` itself (a callback) comes between two steps and
+  stays a ``KeyboardInterrupt``: the trainer saves there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable
 
@@ -18,7 +30,24 @@ from excite.engine.batches import autocast, to_device
 from excite.engine.metrics import ClassificationMeter
 from excite.engine.progress import Progress
 from excite.engine.setup import RunSetup
+from excite.engine.signals import AbortRun
 from excite.engine.state import Counters
+from excite.errors import ExciteError
+
+
+class DivergedError(ExciteError):
+    """Training produced a non-finite loss (or non-finite weights).
+
+    Attributes:
+        step: the 1-based global step whose loss was not finite (or the last step done,
+            for weights found non-finite when saving).
+        epoch: its 1-based epoch.
+    """
+
+    def __init__(self, message: str, *, step: int, epoch: int) -> None:
+        super().__init__(message)
+        self.step = step
+        self.epoch = epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +63,11 @@ class EpochResult:
     finished: bool
     time_s: float
     samples: int
+
+
+def diverged_error(what: str, *, step: int, epoch: int) -> DivergedError:
+    """``training diverged at step S (epoch E): WHAT``."""
+    return DivergedError(f"training diverged at step {step} (epoch {epoch}): {what}", step=step, epoch=epoch)
 
 
 def train_step(setup: RunSetup, x: torch.Tensor, y: torch.Tensor,
@@ -57,7 +91,7 @@ def train_step(setup: RunSetup, x: torch.Tensor, y: torch.Tensor,
 def train_epoch(setup: RunSetup, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
                 counters: Counters, meter: ClassificationMeter, device: torch.device,
                 world_size: int, progress: Progress,
-                after_step: Callable[[], bool]) -> EpochResult:
+                after_step: Callable[[bool], bool]) -> EpochResult:
     """Train on ``batches`` (this process's share of the epoch's remaining steps).
 
     Args:
@@ -69,26 +103,50 @@ def train_epoch(setup: RunSetup, batches: Iterable[tuple[torch.Tensor, torch.Ten
         device: where to train.
         world_size: number of processes (samples are counted over all of them).
         progress: bar to advance.
-        after_step: called after each step; returning True stops the epoch there.
+        after_step: called after each step with whether its loss was finite; returning
+            True stops the epoch there (it may raise :class:`DivergedError` itself, e.g.
+            when another process's loss was not finite).
+
+    Raises:
+        DivergedError: a step's loss was not finite (that step is not counted).
+        AbortRun: an interrupt between two ``after_step`` calls.
     """
     setup.train_module.train()
     t_epoch = time.perf_counter()
     samples = 0
-    for x, y in batches:
-        x, y = to_device(x, y, device, setup.memory_format)
-        t_step = time.perf_counter()
-        logits, loss = train_step(setup, x, y, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        now = time.perf_counter()
-        counters.step_time += now - t_step
-        meter.update(logits, y, loss)
-        counters.step_in_epoch += 1
-        counters.global_step += 1
-        samples += int(y.numel()) * world_size
-        counters.train_samples += int(y.numel()) * world_size
-        progress.step(loss, meter.accuracy, samples / max(now - t_epoch, 1e-9))
-        if after_step():
+    batch_iter = None
+    while True:
+        try:  # from here to after_step the run is not at a point it can be saved at
+            if batch_iter is None:
+                batch_iter = iter(batches)
+            batch = next(batch_iter, None)
+            if batch is None:
+                break
+            x, y = to_device(*batch, device, setup.memory_format)
+            t_step = time.perf_counter()
+            logits, loss = train_step(setup, x, y, device)
+            finite = math.isfinite(loss)
+            if finite:  # a non-finite step is never counted (nor saved)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                now = time.perf_counter()
+                counters.step_time += now - t_step
+                meter.update(logits, y, loss)
+                counters.step_in_epoch += 1
+                counters.global_step += 1
+                samples += int(y.numel()) * world_size
+                counters.train_samples += int(y.numel()) * world_size
+                progress.step(loss, meter.accuracy, samples / max(now - t_epoch, 1e-9))
+        except AbortRun:
+            raise
+        except KeyboardInterrupt as exc:
+            raise AbortRun(f"interrupted in the middle of step {counters.global_step + 1}, where no "
+                           "state can be saved") from exc
+        stop = after_step(finite)
+        if not finite:
+            raise diverged_error(f"the loss of step {counters.global_step + 1} is {loss}",
+                                 step=counters.global_step + 1, epoch=counters.epoch + 1)
+        if stop:
             elapsed = time.perf_counter() - t_epoch
             counters.train_time += elapsed
             return EpochResult(False, elapsed, samples)

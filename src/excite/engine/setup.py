@@ -1,9 +1,10 @@
 """Everything a run fixes before its first step, built once by :func:`prepare_run`.
 
 Order matters for reproducibility: the global RNGs are seeded with ``config.seed`` just
-before the model is built (so its initial weights depend on the seed alone), the profiler
-runs on a copy with the RNG state restored, and a resumed state is loaded into the model,
-optimizer, scheduler and GradScaler before the model is wrapped for DDP / compile.
+before the model is built (so its initial weights depend on the seed alone), a new run's
+``init_from`` weights are loaded into it right after, the profiler runs on a copy with the
+RNG state restored, and a resumed state is loaded into the model, optimizer, scheduler
+and GradScaler before the model is wrapped for DDP / compile.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from excite.engine.batches import AMP_DTYPES, memory_format_for
+from excite.engine.batches import AMP_DTYPES, memory_format_for, training_samples
 from excite.engine.builders import Splits, build_model, build_splits, check_model_fits, check_names, profile_model
 from excite.engine.config import TrainConfig
 from excite.engine.distributed import DistContext
 from excite.engine.schedule import epoch_indices, make_optimizer, make_scheduler, seed_everything
 from excite.engine.state import SavedState
+from excite.errors import ExciteError
 
 
 @dataclasses.dataclass
@@ -43,6 +45,12 @@ class RunSetup:
         loss_fn: training loss (cross-entropy with the configured label smoothing).
         local_batch: batch size of this process (global batch / number of processes).
         steps_per_epoch: optimizer steps per epoch on this process.
+        epoch_samples: samples per epoch this process trains on: its share of the
+            epoch's order, less a last batch of one (see
+            :func:`~excite.engine.batches.training_samples`).
+        dropped: samples per epoch and process left out that way (0 or 1).
+        init_report: what ``config.init_from`` loaded (an
+            :class:`excite.interop.WeightsReport`; ``None`` without it, or on resume).
     """
 
     splits: Splits
@@ -60,6 +68,9 @@ class RunSetup:
     loss_fn: nn.Module
     local_batch: int
     steps_per_epoch: int
+    epoch_samples: int
+    dropped: int
+    init_report: Any = None
 
 
 def load_data(config: TrainConfig, splits: Splits | None) -> Splits:
@@ -70,6 +81,31 @@ def load_data(config: TrainConfig, splits: Splits | None) -> Splits:
     if len(splits.train) == 0 or len(splits.val) == 0:
         raise ValueError(f"dataset {config.data!r} has an empty train or validation split")
     return splits
+
+
+def init_weights(model: nn.Module, config: TrainConfig) -> Any:
+    """Load ``config.init_from`` into ``model`` (all or nothing; keys matching
+    ``config.init_exclude`` keep their initial values).
+
+    Returns:
+        The :class:`excite.interop.WeightsReport` (keys loaded, keys left alone).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file's keys or shapes do not fit the model (one line naming them).
+        ExciteError: the file is corrupt or holds objects other than tensors.
+    """
+    from excite.interop import load_weights_into  # a side tool: imported only when asked
+
+    path = config.init_from
+    try:
+        return load_weights_into(model, path, exclude=tuple(config.init_exclude))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"init_from: weights file not found: {path}") from exc
+    except ValueError as exc:
+        raise ValueError(f"init_from {path}: {exc}") from exc
+    except ExciteError as exc:
+        raise ExciteError(f"init_from: {exc}") from exc
 
 
 def prepare_run(config: TrainConfig, ctx: DistContext, *, splits: Splits | None = None,
@@ -86,7 +122,9 @@ def prepare_run(config: TrainConfig, ctx: DistContext, *, splits: Splits | None 
     Raises:
         ValueError: a global batch that does not split evenly over the processes, unknown
             names, an empty split, or a model that does not fit the data.
-        ExciteError: a saved state that does not fit the model.
+        ExciteError: a saved state that does not fit the model; an ``init_from`` file
+            that is corrupt.
+        FileNotFoundError: a missing ``init_from`` file.
     """
     if config.batch_size % ctx.world_size:
         raise ValueError(
@@ -98,6 +136,7 @@ def prepare_run(config: TrainConfig, ctx: DistContext, *, splits: Splits | None 
     info = splits.info
     seed_everything(config.seed)
     model = model if model is not None else build_model(config, info)
+    init_report = init_weights(model, config) if config.init_from is not None and saved is None else None
     sample = splits.val[0][0]
     sample = sample if isinstance(sample, torch.Tensor) else torch.as_tensor(sample)
     check_model_fits(model, info, sample)
@@ -114,8 +153,10 @@ def prepare_run(config: TrainConfig, ctx: DistContext, *, splits: Splits | None 
         model = model.to(memory_format=memory_format)
 
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
-    steps_per_epoch = math.ceil(len(epoch_indices(splits.train, seed=config.seed, epoch=0, rank=ctx.rank,
-                                                  world_size=ctx.world_size)) / local_batch)
+    share = len(epoch_indices(splits.train, seed=config.seed, epoch=0, rank=ctx.rank,
+                              world_size=ctx.world_size))
+    epoch_samples = training_samples(share, local_batch)
+    steps_per_epoch = math.ceil(epoch_samples / local_batch)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch)
     use_scaler = config.amp == "fp16" and ctx.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
@@ -129,7 +170,8 @@ def prepare_run(config: TrainConfig, ctx: DistContext, *, splits: Splits | None 
         scheduler=scheduler, scaler=scaler, amp_dtype=AMP_DTYPES.get(config.amp or ""),
         memory_format=memory_format,
         loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
-        local_batch=local_batch, steps_per_epoch=steps_per_epoch,
+        local_batch=local_batch, steps_per_epoch=steps_per_epoch, epoch_samples=epoch_samples,
+        dropped=share - epoch_samples, init_report=init_report,
     )
 
 

@@ -1,9 +1,13 @@
 """Stopping a run cleanly on a signal: finish the step, save, stop.
 
-The first signal only sets :attr:`StopRequest.requested`; the training loop checks it
-after every step (on every rank, see :func:`~excite.engine.distributed.any_true`),
-saves a resumable state and raises ``KeyboardInterrupt``. A second signal raises
-``KeyboardInterrupt`` at once, without saving.
+SIGINT (Ctrl-C), SIGTERM (what ``kill``, ``timeout``, SLURM, Kubernetes and torchrun send
+first) and SIGUSR1 (SLURM's ``--signal`` warning before a time limit) are handled alike.
+The first one only sets :attr:`StopRequest.requested`; the training loop checks it after
+every step (on every rank, see :func:`~excite.engine.distributed.any_true`), saves a
+resumable state there, between two steps, and raises ``KeyboardInterrupt``. A second
+signal raises :class:`AbortRun` at once: the run stops without saving anything, so the
+run directory keeps its last saved state (a state taken in the middle of a step would
+not resume to the same result).
 """
 
 from __future__ import annotations
@@ -13,7 +17,24 @@ import threading
 from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 
+#: the signals a run stops on (those the platform has)
+STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name)
+)
 STOP_MESSAGE = "stopping after this step (Ctrl-C again to abort without saving)"
+
+
+class AbortRun(KeyboardInterrupt):
+    """Stop now without saving: a second stop signal, or an interrupt in the middle of
+    an optimizer step (the state there is not one a run can continue from)."""
+
+
+def stop_message(signum: int) -> str:
+    """The notice of a first stop signal (SIGINT: :data:`STOP_MESSAGE`)."""
+    if signum == signal.SIGINT:
+        return STOP_MESSAGE
+    name = signal.Signals(signum).name
+    return f"{name} received: stopping after this step ({name} again aborts without saving)"
 
 
 class StopRequest:
@@ -24,16 +45,16 @@ class StopRequest:
     handlers come back on exit.
 
     Args:
-        signals: the signals that request a stop (default: SIGINT, i.e. Ctrl-C).
+        signals: the signals that request a stop (default :data:`STOP_SIGNALS`).
         log: where the one-line notice of the first signal goes.
-        message: that notice.
+        message: that notice (default: :func:`stop_message` of the signal).
 
     Attributes:
         requested: True once a stop was requested.
     """
 
-    def __init__(self, signals: Sequence[signal.Signals] = (signal.SIGINT,), *,
-                 log: Callable[[str], None], message: str = STOP_MESSAGE) -> None:
+    def __init__(self, signals: Sequence[signal.Signals] = STOP_SIGNALS, *,
+                 log: Callable[[str], None], message: str | None = None) -> None:
         self.signals = tuple(signals)
         self.log = log
         self.message = message
@@ -46,9 +67,9 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise AbortRun(f"{signal.Signals(signum).name} again: aborted without saving")
         self.request()
-        self.log(self.message)
+        self.log(self.message if self.message is not None else stop_message(signum))
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
