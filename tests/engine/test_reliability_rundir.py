@@ -24,7 +24,7 @@ from excite.engine.evaluate import evaluate_run
 from excite.engine.rundir import RunDirectory
 from excite.engine.train import resolve_resume
 from excite.errors import ExciteError
-from reliability_helpers import At, Killed, assert_same_run, kill, no_curves, rows, run, without_curves  # noqa: F401
+from reliability_helpers import CONFIG, At, Killed, assert_same_run, kill, no_curves, rows, run, without_curves  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,24 @@ def test_a_run_killed_before_its_first_save_restarts_from_step_zero(tmp_path: Pa
     assert any("removed 1 temporary file(s)" in line for line in lines)
     assert not stray.exists() and keep.read_text() == "mine"
     assert_same_run(straight, dead.path)
+
+
+@pytest.mark.parametrize("status", ["converted", "finished"])
+def test_a_folder_with_weights_but_no_state_is_never_restarted_over(tmp_path: Path, status: str) -> None:
+    # what `excite convert --out RUN_DIR` writes (status "converted"), or a finished run whose
+    # state.pt was deleted: their weights must not be overwritten by a restart from step 0
+    run_dir = RunDirectory(tmp_path / "kept")
+    run_dir.create(TrainConfig(**CONFIG))
+    (run_dir.path / "summary.json").write_text(json.dumps({"status": status}))
+    ckpt.save_weights(run_dir.best_path, TinyNet())
+    before = run_dir.best_path.read_bytes()
+    assert not run_dir.restartable()
+    assert run_dir.taken_message() == (f"run directory {run_dir.path} already exists (status {status!r}); "
+                                       "choose another --name")
+    with pytest.raises(ExciteError, match=f"has no resumable training state and its status is '{status}', so "
+                                          "it is not restarted .*start a new run with --init-from .*best"):
+        run(tmp_path, "kept", resume=True)
+    assert run_dir.best_path.read_bytes() == before
 
 
 def test_remove_stray_temps_takes_only_atomic_write_names(tmp_path: Path) -> None:

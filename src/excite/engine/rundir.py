@@ -52,6 +52,11 @@ METRIC_COLUMNS = (
     "epoch_time_s", "train_samples_per_s",
 )
 
+#: summary statuses of a run that may start again from step 0 when it has no state.pt (it
+#: stopped before its first save); others ("finished", excite convert's "converted") hold
+#: weights that a restart would overwrite
+RESTARTABLE = (None, "running", "interrupted", "failed", "diverged")
+
 #: config.yaml / summary.json entries naming what a run trained that its config cannot
 #: rebuild: a model or data given to :func:`excite.engine.fit` directly
 CUSTOM_KEYS = ("custom_model", "custom_data")
@@ -142,6 +147,16 @@ class RunDirectory:
     def has_state(self) -> bool:
         return self.state_path.is_file()
 
+    def restartable(self) -> bool:
+        """True for a run that stopped before saving a state (``config.yaml``, no
+        ``state.pt``, a :data:`RESTARTABLE` status): ``--resume`` starts it from step 0."""
+        if self.has_state() or not self.config_path.is_file():
+            return False
+        try:
+            return self.status() in RESTARTABLE
+        except (OSError, ValueError):  # an unreadable summary: leave the folder alone
+            return False
+
     def holds_run(self) -> bool:
         """True when a run was started here (``config.yaml`` or ``state.pt`` exists)."""
         return self.config_path.is_file() or self.state_path.is_file()
@@ -155,10 +170,12 @@ class RunDirectory:
         p = self.path
         if self.has_state():
             return f"run directory {p} already exists; continue it with --resume {p} or choose another --name"
-        if self.config_path.is_file():
+        if self.restartable():
             return (f"run directory {p} already exists; continue it with --resume {p} (it stopped "
                     "before saving a resumable state, so that starts it again from step 0 with its "
                     "saved config) or choose another --name")
+        if self.config_path.is_file():
+            return f"run directory {p} already exists (status {self.status()!r}); choose another --name"
         return f"{p} already exists and is not an excite run directory; choose another --name or --out"
 
     # -- opening -----------------------------------------------------------------

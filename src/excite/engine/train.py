@@ -246,6 +246,11 @@ class Trainer:
         if not files.has_state():
             if not files.config_path.is_file():
                 files.load_state()  # the "no resumable training state" error
+            if not files.restartable():  # e.g. excite convert's weights: never trained over
+                raise ExciteError(
+                    f"{files.path} has no resumable training state and its status is "
+                    f"{files.status()!r}, so it is not restarted (that would overwrite its weights); "
+                    f"to train from its weights start a new run with --init-from {files.best_path}")
             return None
         saved = SavedState(files.state_path)
         saved.check(world_size=self.ctx.world_size, epochs=self.config.epochs)
