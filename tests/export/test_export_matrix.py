@@ -1,15 +1,18 @@
-"""Every attention family at 1D/2D/3D and every registered model export and match eager.
+"""Every attention family at 1D/2D/3D and every model architecture export and match eager.
 
 The families are exported together, behind one input, so the matrix costs one export per
 format: ``Zoo`` holds every registered family at every rank (its weights randomised, so a
 zero-initialised branch cannot hide a wrong export) and returns one output per
 (family, rank). When the combined export fails, each family is exported on its own to
-name the ones that fail. The full matrix one family and one model at a time, in every
-format, is ``python -m benchmarks.export_matrix`` (docs/export.md).
+name the ones that fail. The models: one per architecture (deeper variants of the same
+blocks, resnet34/101/152, x3d_s/m/l, ..., cost minutes and add no code path), each in one
+format. The full matrix, one family and one model at a time, every registered model in
+every format, is ``python -m benchmarks.export_matrix`` (docs/export.md).
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -128,28 +131,75 @@ def test_every_attention_family_exports_at_every_rank(fmt: str, tmp_path: Path) 
         assert report.opset is not None and report.opset >= 18
 
 
-def _model_input(name: str) -> torch.Tensor:
-    rank = model_info(name).default_spatial_dims
+def _model_input(name: str, rank: int | None = None) -> torch.Tensor:
+    rank = model_info(name).default_spatial_dims if rank is None else rank
     return torch.randn(2, 3, *{1: (64,), 2: (32, 32), 3: (4, 32, 32)}[rank])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", excite.list_models())
-def test_every_model_exports_as_an_exported_program(name: str, tmp_path: Path) -> None:
-    model = excite.create_model(name, num_classes=5).eval()
-    x = _model_input(name)
-    report = export(model, x, tmp_path / "model.pt2", format="exported-program")
-    assert report.passed, report.parity_line()
-    loaded = torch.export.load(str(tmp_path / "model.pt2")).module()
-    y = torch.randn(4, *x.shape[1:])
-    with torch.no_grad():  # the saved program takes yet another batch size
-        torch.testing.assert_close(loaded(y), model(y), rtol=1e-4, atol=1e-5)
+def _architecture(model: nn.Module) -> tuple:
+    """What a model is built from, ignoring depth and width: its classes and conv kinds."""
+    convs = {(type(m).__name__, m.groups > 1, m.kernel_size) for m in model.modules()
+             if isinstance(m, nn.modules.conv._ConvNd)}
+    return (type(model).__name__, tuple(sorted({type(m).__name__ for m in model.modules()})),
+            tuple(sorted(convs)))
+
+
+@functools.lru_cache(maxsize=1)
+def architectures() -> dict[tuple, list[str]]:
+    """Registered models grouped by architecture, smallest first (resnet18 before
+    resnet34 and wide_resnet18, resnet20 before resnet110)."""
+    groups: dict[tuple, list[tuple[int, str]]] = {}
+    for name in excite.list_models():
+        with torch.device("meta"):  # no weights: only the structure is read
+            model = excite.create_model(name, num_classes=5)
+        size = sum(p.numel() for p in model.parameters())
+        groups.setdefault(_architecture(model), []).append((size, name))
+    return {key: [n for _, n in sorted(v)] for key, v in groups.items()}
+
+
+# one model per architecture runs in the suite, in the format named here; every other
+# architecture (and every model in every format) in benchmarks/export_matrix.py
+ONNX_MODELS = [("tiny_resnet", 1, "se"), ("tiny_resnet", 3, "cbam"), ("x3d_xs", 3, None)]
+TORCHSCRIPT_MODELS = [("tiny_resnet", 2, "cbam")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "rank", "attention"), [
-    ("tiny_resnet", 1, "cbam"), ("tiny_resnet", 2, "se"), ("tiny_resnet", 3, "cbam"), ("x3d_xs", 3, None),
-])
+def test_every_model_architecture_exports(tmp_path: Path) -> None:
+    """Each architecture's smallest registered model, in one format between this test
+    (exported program, the models' own attention) and the ONNX / TorchScript tests below
+    (with SE and CBAM)."""
+    elsewhere = {name for name, _, _ in ONNX_MODELS + TORCHSCRIPT_MODELS}
+    groups = architectures()
+    assert sum(len(v) for v in groups.values()) == len(excite.list_models())
+    failures = []
+    for names in groups.values():
+        if elsewhere & set(names):
+            continue
+        name = names[0]
+        model = excite.create_model(name, num_classes=5).eval()
+        x = _model_input(name)
+        try:
+            report = export(model, x, tmp_path / f"{name}.pt2", format="exported-program")
+            assert report.passed, report.parity_line()
+            loaded = torch.export.load(str(tmp_path / f"{name}.pt2")).module()
+            y = torch.randn(4, *x.shape[1:])
+            with torch.no_grad():  # the saved program takes yet another batch size
+                torch.testing.assert_close(loaded(y), model(y), rtol=1e-4, atol=1e-5)
+        except Exception as exc:  # noqa: BLE001 - report every failing model by name
+            failures.append(f"{name}: {type(exc).__name__}: {str(exc)[:300]}")
+    assert not failures, "models that do not export:\n" + "\n".join(failures)
+
+
+def test_architectures_group_depths_together() -> None:
+    groups = {names[0]: names for names in architectures().values()}
+    assert groups["resnet18"] == ["resnet18", "resnet34", "wide_resnet18"]
+    assert groups["resnet20"] == ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
+    assert {"resnet50", "resnext50_32x4d", "r3d_18", "mc3_18", "r2plus1d_18", "tiny_resnet"} <= set(groups)
+    assert sorted(next(v for v in groups.values() if "x3d_l" in v)) == ["x3d_l", "x3d_m", "x3d_s", "x3d_xs"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "rank", "attention"), ONNX_MODELS)
 def test_models_export_to_onnx_with_the_dynamo_exporter(name: str, rank: int, attention: str | None,
                                                         tmp_path: Path) -> None:
     _needs("onnx")
@@ -157,7 +207,7 @@ def test_models_export_to_onnx_with_the_dynamo_exporter(name: str, rank: int, at
 
     options = {} if attention is None else {"attention": attention}
     model = excite.create_model(name, num_classes=5, spatial_dims=rank, **options).eval()
-    x = torch.randn(2, 3, *{1: (64,), 2: (32, 32), 3: (4, 32, 32)}[rank])
+    x = _model_input(name, rank)
     report = export(model, x, tmp_path / "m.onnx", format="onnx")
     assert report.exporter == "dynamo" and report.fallback_reason is None
     assert report.passed, report.parity_line()
@@ -171,13 +221,14 @@ def test_models_export_to_onnx_with_the_dynamo_exporter(name: str, rank: int, at
 
 
 @pytest.mark.slow
-def test_a_video_model_exports_to_torchscript(tmp_path: Path) -> None:
-    model = excite.create_model("r2plus1d_18", attention="cbam", num_classes=5).eval()
-    x = torch.randn(2, 3, 4, 32, 32)
+@pytest.mark.parametrize(("name", "rank", "attention"), TORCHSCRIPT_MODELS)
+def test_models_export_to_torchscript(name: str, rank: int, attention: str, tmp_path: Path) -> None:
+    model = excite.create_model(name, attention=attention, num_classes=5, spatial_dims=rank).eval()
+    x = _model_input(name, rank)
     report = export(model, x, tmp_path / "m.pt", format="torchscript")
     assert report.passed and report.exporter == "jit.trace", report.parity_line()
     loaded = torch.jit.load(str(tmp_path / "m.pt"))
-    y = torch.randn(3, 3, 4, 32, 32)
+    y = torch.randn(3, *x.shape[1:])
     with torch.no_grad():
         torch.testing.assert_close(loaded(y), model(y), rtol=1e-4, atol=1e-5)
 
