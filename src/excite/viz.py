@@ -55,9 +55,13 @@ from torch.nn import functional as F
 
 from excite.capture import capture_attention
 from excite.checks import check_bool, check_choice, check_positive_int
+from excite.data import load_splits
+from excite.data.registry import get_spec
 from excite.engine.checkpoint import atomic_write
 from excite.errors import ExciteError, require
 from excite.exporting import eval_mode
+from excite.models import create_model, list_models
+from excite.runs import load_run
 
 __all__ = [
     "DPI",
@@ -503,7 +507,9 @@ class VisualizeResult:
 
 @dataclasses.dataclass
 class _Source:
-    model: nn.Module
+    """What to draw from: the model (None until built, for a model name) and its data."""
+
+    model: nn.Module | None
     title: str
     data: str | None
     data_dir: str | None
@@ -513,23 +519,19 @@ class _Source:
     default_out: Path | None
 
 
-def _load_source(source: object, checkpoint: str, data: str | None) -> _Source:
-    from excite.models import list_models
-
+def _load_source(source: object, checkpoint: str) -> _Source:
     if isinstance(source, nn.Module):
         return _Source(source, type(source).__name__, None, None, {}, 0, 0.2, None)
     if not isinstance(source, (str, Path)):
         raise TypeError(f"source must be a run directory, a model name or an nn.Module, got {source!r}")
     path = Path(source)
     if path.is_dir():
-        from excite.runs import load_run
-
         model, config = load_run(path, checkpoint=checkpoint)
         title = f"{config.model} + {config.attention} ({path.name}, {checkpoint})"
         return _Source(model, title, config.data, config.data_dir, dict(config.data_options),
                        config.seed, config.val_fraction, path / f"visualize-{checkpoint}")
     if isinstance(source, str) and source in list_models():
-        return _Source(None, source, None, None, {}, 0, 0.2, None)  # type: ignore[arg-type]
+        return _Source(None, source, None, None, {}, 0, 0.2, None)
     raise ValueError(
         f"source must be a run directory or a registered model name, got {str(source)!r} "
         f"(no such directory; models: {', '.join(list_models())})"
@@ -548,8 +550,6 @@ def _kind(kind: str | None, rank: int, data: str | None) -> str:
     if rank == 2:
         return "image"
     if data is not None:
-        from excite.data.registry import get_spec
-
         return "video" if get_spec(data).kind == "video" else "volume"
     raise ValueError("3D inputs are video or volumes: pass kind='video' or kind='volume'")
 
@@ -608,15 +608,13 @@ def visualize(
     check_positive_int(samples, name="samples")
     check_positive_int(gate_samples, name="gate_samples")
     check_bool(overwrite, name="overwrite")
-    src = _load_source(source, checkpoint, data)
+    src = _load_source(source, checkpoint)
     if out_dir is None and src.default_out is None:
         raise ValueError("out_dir is required unless source is a run directory")
     out = Path(out_dir) if out_dir is not None else src.default_out
     x, y, names, gate_x, gate_y, data_name = _samples(src, data, data_dir, data_options, inputs, labels,
                                                       class_names, samples, gate_samples)
     if src.model is None:  # a model name: build it for the data
-        from excite.models import create_model
-
         options = {} if attention is None else {"attention": attention}
         src.model = create_model(str(source), num_classes=len(names), in_channels=x.shape[1],
                                  spatial_dims=x.ndim - 2, **options)
@@ -712,8 +710,6 @@ def _samples(
             k = int(src.model.num_classes)
         names = list(class_names) if class_names else [str(i) for i in range(k)]
         return inputs[:samples], y[:samples], names, inputs[:gate_samples], y[:gate_samples], None
-    from excite.data import load_splits
-
     name = data if data is not None else src.data
     if name is None:
         raise ValueError("data is required: the dataset whose validation samples to draw (or inputs=)")
