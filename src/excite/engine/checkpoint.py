@@ -267,8 +267,8 @@ def load_state(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, An
     path = Path(path)
     if not path.is_file():
         raise ExciteError(
-            f"no resumable training state at {path}; the run never finished an epoch "
-            "or was not started with `excite train`"
+            f"no resumable training state at {path}; the run never saved one (at the end of "
+            "an epoch, or every --save-every steps) or was not started with `excite train`"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

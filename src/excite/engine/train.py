@@ -237,11 +237,11 @@ class Trainer:
                    if (k == "custom_model" and self.given_model is None)
                    or (k == "custom_data" and self.given_splits is None)}
         if missing:
+            needed = ", ".join({"custom_model": "model=...", "custom_data": "splits=..."}[k] for k in missing)
             raise ExciteError(
                 f"{files.path} was trained on {describe_custom(recorded)} given to excite.engine.fit, "
-                f"which its config cannot rebuild; resume it with fit(config, "
-                f"{', '.join(f'{k.split(chr(95))[1]}=...' for k in missing).replace('data=', 'splits=')}, "
-                f"run_dir=..., resume=True)"
+                f"which its config cannot rebuild; resume it with fit(config, {needed}, run_dir=..., "
+                "resume=True)"
             )
         if not files.has_state():
             if not files.config_path.is_file():
