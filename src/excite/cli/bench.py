@@ -2,6 +2,9 @@
 
     excite bench attention [--shapes 32,256,28,28 ...] [--dtypes float32 bfloat16] ...
     excite bench training [--models resnet18 r3d_18] [--repeats 3]
+    excite bench inference [--repeats 15]      # inference vs textbook, a copy, resnet50 batch 1
+    excite bench epoch [--model tiny_resnet]   # images/s of a real excite train epoch, with/without
+    excite bench gpu [--tiny --device cpu]     # the one-run GPU benchmark
 
 The scripts live outside the installed package (they import the textbook baselines);
 run this from the repository root. See docs/benchmarks.md.
@@ -14,7 +17,7 @@ import importlib
 import os
 import sys
 
-SUITES = ("attention", "training")
+SUITES = ("attention", "training", "inference", "epoch", "gpu")
 
 
 def add_parser(subparsers) -> None:
@@ -26,7 +29,9 @@ def add_parser(subparsers) -> None:
         "(`excite bench SUITE --help` lists the script's own flags). See docs/benchmarks.md.",
     )
     p.add_argument("suite", choices=SUITES, metavar="SUITE",
-                   help="attention: the attention blocks on their own; training: training steps of backbones")
+                   help="attention: the attention blocks on their own; training: training steps of "
+                   "backbones; inference: inference and per-call overhead; epoch: a real excite train "
+                   "epoch with and without attention; gpu: the one-run GPU benchmark")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
                    help="the script's own flags, passed unchanged (default: none, the script's defaults)")
     p.set_defaults(func=run)
