@@ -422,7 +422,8 @@ def export(
         The :class:`ExportReport` (also when ``format`` needs no ONNX extras).
 
     Raises:
-        TypeError, ValueError: a bad argument (named in the message).
+        TypeError, ValueError: a bad argument (named in the message), or an example the
+            model cannot run on.
         ExciteError: ``path`` exists and ``overwrite`` is False.
         MissingDependencyError: ONNX without the ``export`` extra (onnx, onnxscript,
             onnxruntime); the message gives the install command.
@@ -447,7 +448,11 @@ def export(
     try:
         with eval_mode(model):
             with torch.no_grad():
-                num_outputs = len(_outputs(model(example)))
+                try:
+                    num_outputs = len(_outputs(model(example)))
+                except RuntimeError as exc:  # e.g. an input too small or of the wrong channels
+                    raise ValueError(f"the model cannot run on example_input of shape "
+                                     f"{tuple(example_input.shape)}: {_line(exc)}") from exc
             exporter, reason, opset_used = _write(model, example, tmp, format, dynamic_batch, opset,
                                                   num_outputs)
             pool_ops: dict[str, int] = {}

@@ -333,7 +333,10 @@ def _range(m: _Map, i: int) -> str:
 
 
 def _sample_label(i: int, y: int, pred: int, names: Sequence[str]) -> str:
-    return f"sample {i}: true {names[y]}, pred {names[pred]}"
+    def name(k: int) -> str:  # a model with more outputs than the data has classes
+        return names[k] if 0 <= k < len(names) else str(k)
+
+    return f"sample {i}: true {name(y)}, pred {name(pred)}"
 
 
 def _draw_images(path: Path, x: torch.Tensor, maps: list[_Map], labels: list[str], title: str) -> Path:
@@ -628,6 +631,13 @@ def visualize(
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     x = x.to(device)
     gates: dict[str, torch.Tensor] = {}
+    with eval_mode(model), torch.no_grad():
+        try:
+            model(x[:1])
+        except RuntimeError as exc:  # another dataset's samples that the model cannot take
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{src.title} cannot take samples of shape {tuple(x.shape[1:])}"
+                             + (f" from {data_name}" if data_name else "") + f": {first}") from exc
     with eval_mode(model):
         if method == "gates":
             maps, logits, channel = _gate_maps(model, x)

@@ -98,6 +98,9 @@ def test_bad_arguments_name_the_argument(tmp_path: Path) -> None:
         excite.export(model, [1, 2], tmp_path / "m")
     with pytest.raises(TypeError, match="example_input must be a floating-point tensor"):
         excite.export(model, torch.ones(2, 16, 4, 4, dtype=torch.long), tmp_path / "m")
+    conv = nn.Conv2d(16, 4, kernel_size=5)  # a 5x5 window does not fit a 4x4 input
+    with pytest.raises(ValueError, match=r"cannot run on example_input of shape \(2, 16, 4, 4\): RuntimeError"):
+        excite.export(conv, x, tmp_path / "m", format="torchscript")
     with pytest.raises(ValueError, match="rtol must be a number > 0"):
         excite.export(model, x, tmp_path / "m", rtol=0)
     (tmp_path / "taken.pt").write_bytes(b"mine")

@@ -134,6 +134,12 @@ def test_visualize_errors(tmp_path: Path) -> None:
         excite.visualize(model3d, tmp_path, inputs=torch.randn(1, 1, 4, 32, 32), labels=[0])
     with pytest.raises(ValueError, match="labels are required with inputs"):
         excite.visualize(plain, tmp_path, inputs=x)
+    class Picky(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("sizes do not match\nmore detail")
+
+    with pytest.raises(ValueError, match="cannot take samples of shape \\(1, 32, 32\\): sizes do not match$"):
+        excite.visualize(Picky(), tmp_path, inputs=x, labels=[0, 1], method="gradcam")
     with pytest.raises(ValueError, match="out_dir is required"):
         excite.visualize(plain, inputs=x, labels=[0, 1], method="gradcam")
     with pytest.raises(ValueError, match="neither|run directory or a registered model name"):
