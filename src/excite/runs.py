@@ -1,6 +1,7 @@
 """A finished run back as a model: :func:`load_run`.
 
-``excite train`` (and :func:`excite.engine.fit`) write a run directory::
+``excite train`` (and :func:`excite.engine.fit`) write a run directory
+(:class:`excite.engine.RunDirectory` knows its files)::
 
     RUN_DIR/config.yaml        the TrainConfig (model, attention, attention_kwargs, ...)
     RUN_DIR/summary.json       num_classes, input_shape (C, *spatial), ...
@@ -10,8 +11,10 @@
 :func:`load_run` rebuilds the registered model the config names (with the run's
 attention, classes, channels and rank) and loads one of the two weight files into it.
 A run trained through the Python API on a model of the user's own (``fit(config,
-model=...)``) records that in a ``custom_model`` entry of ``summary.json`` or
-``config.yaml``; such a model cannot be rebuilt from a name, and :func:`load_run` says so.
+model=...)``) records it as ``custom_model`` in ``config.yaml`` (or ``summary.json``);
+such a model cannot be rebuilt from a name, and :func:`load_run` says so. A run on
+custom data (``custom_data``, ``fit(config, splits=...)``) still loads: its model is a
+registered one, built for the classes and input shape the summary records.
 """
 
 from __future__ import annotations
@@ -22,33 +25,33 @@ from typing import Any
 
 from torch import nn
 
-from excite.engine import TrainConfig
+from excite.engine import RunDirectory, TrainConfig
 from excite.engine.checkpoint import load_model_weights
-from excite.engine.config import load_yaml
+from excite.engine.rundir import CUSTOM_KEYS
 from excite.errors import ExciteError
 from excite.models import create_model
 
-__all__ = ["CHECKPOINTS", "CUSTOM_MODEL_KEY", "load_run", "run_input_shape", "run_summary"]
+__all__ = ["CHECKPOINTS", "CUSTOM_MODEL_KEY", "custom_parts", "load_run", "run_input_shape", "run_summary"]
 
-#: ``checkpoint=`` name -> weights file in the run directory
-CHECKPOINTS = {"best": "best.safetensors", "last": "last.safetensors"}
+#: ``checkpoint=`` values
+CHECKPOINTS = ("best", "last")
 
-#: the entry (in summary.json or config.yaml) that marks a run trained on a custom model
+#: the entry (in config.yaml or summary.json) that marks a run trained on a custom model
 CUSTOM_MODEL_KEY = "custom_model"
 
 
-def _run_dir(run_dir: str | Path) -> Path:
+def _run_dir(run_dir: str | Path) -> RunDirectory:
     if not isinstance(run_dir, (str, Path)):
         raise TypeError(f"run_dir must be a path (str or Path), got {run_dir!r}")
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ExciteError(f"run directory not found: {path}")
-    if not (path / "config.yaml").is_file():
+    run = RunDirectory(run_dir)
+    if not run.path.is_dir():
+        raise ExciteError(f"run directory not found: {run.path}")
+    if not run.config_path.is_file():
         raise ExciteError(
-            f"{path} is not an excite run directory (no config.yaml); "
+            f"{run.path} is not an excite run directory (no config.yaml); "
             "run directories are written by `excite train`"
         )
-    return path
+    return run
 
 
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
@@ -58,18 +61,18 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
         ExciteError: not a run directory, or no readable summary.json (the run never
             started training).
     """
-    path = _run_dir(run_dir) / "summary.json"
-    if not path.is_file():
+    run = _run_dir(run_dir)
+    try:
+        summary = run.read_summary()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExciteError(f"{run.summary_path} is not readable JSON ({exc})") from exc
+    if summary is None:
         raise ExciteError(
-            f"{path.parent} has no summary.json; the run never started training, so its "
+            f"{run.path} has no summary.json; the run never started training, so its "
             "classes and input shape are unknown"
         )
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExciteError(f"{path} is not readable JSON ({exc})") from exc
     if not isinstance(summary, dict):
-        raise ExciteError(f"{path} must hold a JSON object, got {type(summary).__name__}")
+        raise ExciteError(f"{run.summary_path} must hold a JSON object, got {type(summary).__name__}")
     return summary
 
 
@@ -80,8 +83,7 @@ def run_input_shape(run_dir: str | Path) -> tuple[int, ...]:
         ExciteError: see :func:`run_summary`, or a summary without a valid
             ``input_shape``.
     """
-    summary = run_summary(run_dir)
-    shape = summary.get("input_shape")
+    shape = run_summary(run_dir).get("input_shape")
     if (
         not isinstance(shape, list)
         or not 2 <= len(shape) <= 4
@@ -94,9 +96,20 @@ def run_input_shape(run_dir: str | Path) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _custom_model(values: dict[str, Any]) -> Any:
-    value = values.get(CUSTOM_MODEL_KEY)
-    return value if value not in (None, False, "") else None
+def custom_parts(run_dir: str | Path) -> dict[str, str]:
+    """What the run trained that its config does not name: ``{"custom_model": "MyNet",
+    "custom_data": "blobs"}`` or a part of it; empty for a run of registered parts.
+
+    Read from ``config.yaml`` (where the engine records them) and ``summary.json``.
+    """
+    run = _run_dir(run_dir)
+    found = dict(run.custom_parts())
+    summary = run.read_summary() if run.summary_path.is_file() else None
+    for key in CUSTOM_KEYS:
+        value = (summary or {}).get(key)
+        if key not in found and value not in (None, False, ""):
+            found[key] = str(value)
+    return found
 
 
 def load_run(run_dir: str | Path, *, checkpoint: str = "best") -> tuple[nn.Module, TrainConfig]:
@@ -129,30 +142,27 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best") -> tuple[nn.Modul
         raise TypeError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     if checkpoint not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
-    path = _run_dir(run_dir)
-    values = load_yaml(path / "config.yaml")
-    summary = run_summary(path)
-    custom = _custom_model(summary) or _custom_model(values)
+    run = _run_dir(run_dir)
+    weights = run.weights_path(checkpoint)
+    custom = custom_parts(run.path).get(CUSTOM_MODEL_KEY)
     if custom is not None:
-        what = "" if custom is True else f" ({custom})"
+        what = "" if custom == "True" else f" ({custom})"
         raise ExciteError(
-            f"{path} was trained on a custom model{what} passed to excite.engine.fit, which "
-            f"cannot be rebuilt from its config; build that model yourself and load "
-            f"{path / CHECKPOINTS[checkpoint]} with safetensors.torch.load_file + "
-            "model.load_state_dict"
+            f"{run.path} was trained on a custom model{what} passed to excite.engine.fit, which "
+            f"cannot be rebuilt from its config; build that model yourself and load {weights} "
+            "with safetensors.torch.load_file + model.load_state_dict"
         )
-    values.pop(CUSTOM_MODEL_KEY, None)
-    values.pop("custom_data", None)  # data given to fit: the model is still rebuilt from its name
+    values = {k: v for k, v in run.read_config_values().items() if k not in CUSTOM_KEYS}
     config = TrainConfig.from_dict(values)
-    weights = path / CHECKPOINTS[checkpoint]
+    summary = run_summary(run.path)
     if not weights.is_file():
-        others = [name for name, f in CHECKPOINTS.items() if (path / f).is_file()]
+        others = [name for name in CHECKPOINTS if run.weights_path(name).is_file()]
         hint = f"; available: {', '.join(others)}" if others else "; the run never finished an epoch"
-        raise ExciteError(f"no {checkpoint} weights in {path} (expected {weights.name}){hint}")
-    shape = run_input_shape(path)
+        raise ExciteError(f"no {checkpoint} weights in {run.path} (expected {weights.name}){hint}")
+    shape = run_input_shape(run.path)
     num_classes = summary.get("num_classes")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ExciteError(f"{path / 'summary.json'} has no valid num_classes, got {num_classes!r}")
+        raise ExciteError(f"{run.summary_path} has no valid num_classes, got {num_classes!r}")
     kwargs: dict[str, Any] = {
         "num_classes": num_classes,
         "in_channels": shape[0],

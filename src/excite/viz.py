@@ -61,7 +61,7 @@ from excite.engine.checkpoint import atomic_write
 from excite.errors import ExciteError, require
 from excite.exporting import eval_mode
 from excite.models import create_model, list_models
-from excite.runs import load_run
+from excite.runs import custom_parts, load_run
 
 __all__ = [
     "DPI",
@@ -520,6 +520,7 @@ class _Source:
     seed: int
     val_fraction: float
     default_out: Path | None
+    custom_data: str | None = None
 
 
 def _load_source(source: object, checkpoint: str) -> _Source:
@@ -531,8 +532,10 @@ def _load_source(source: object, checkpoint: str) -> _Source:
     if path.is_dir():
         model, config = load_run(path, checkpoint=checkpoint)
         title = f"{config.model} + {config.attention} ({path.name}, {checkpoint})"
-        return _Source(model, title, config.data, config.data_dir, dict(config.data_options),
-                       config.seed, config.val_fraction, path / f"visualize-{checkpoint}")
+        custom_data = custom_parts(path).get("custom_data")
+        return _Source(model, title, None if custom_data else config.data, config.data_dir,
+                       dict(config.data_options), config.seed, config.val_fraction,
+                       path / f"visualize-{checkpoint}", custom_data)
     if isinstance(source, str) and source in list_models():
         return _Source(None, source, None, None, {}, 0, 0.2, None)
     raise ValueError(
@@ -721,6 +724,9 @@ def _samples(
         names = list(class_names) if class_names else [str(i) for i in range(k)]
         return inputs[:samples], y[:samples], names, inputs[:gate_samples], y[:gate_samples], None
     name = data if data is not None else src.data
+    if name is None and src.custom_data:
+        raise ValueError(f"the run trained on custom data ({src.custom_data}) given to excite.engine.fit; "
+                         "pass data= (--data) or inputs= with labels= to draw samples")
     if name is None:
         raise ValueError("data is required: the dataset whose validation samples to draw (or inputs=)")
     same = name == src.data

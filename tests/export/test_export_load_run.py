@@ -94,3 +94,37 @@ def test_load_run_weights_that_do_not_fit(tiny_run: Path, tmp_path: Path) -> Non
     (run / "summary.json").unlink()
     with pytest.raises(ExciteError, match="no summary.json"):
         excite.load_run(run)
+
+
+def test_a_run_on_custom_data_still_loads(tiny_run: Path, tmp_path: Path) -> None:
+    """fit(config, splits=...) records custom_data; the registered model rebuilds from the
+    summary's classes and input shape."""
+    run = _copy(tiny_run, tmp_path)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["custom_data"] = "blobs"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    model, loaded = excite.load_run(run)
+    assert loaded.model == "tiny_resnet" and model.num_classes == 4
+    with pytest.raises(ValueError, match=r"custom data \(blobs\).*pass data="):
+        excite.visualize(run, tmp_path / "pictures")
+
+
+class _MyNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.AdaptiveAvgPool3d(1),
+                                        torch.nn.Flatten(), torch.nn.Linear(4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_a_run_of_fit_with_a_custom_model_is_refused_by_name(tmp_path: Path) -> None:
+    from excite.engine import TrainConfig, fit
+
+    config = TrainConfig(epochs=1, batch_size=8, device="cpu", quiet=True, out=str(tmp_path), name="mine",
+                         data_options={"train_size": 8, "val_size": 4, "size": "16x16", "frames": 4,
+                                       "radius": "2,3"})
+    fit(config, model=_MyNet(), log=lambda line: None)
+    with pytest.raises(ExciteError, match=r"custom model \(_MyNet\).*mine/best\.safetensors"):
+        excite.load_run(tmp_path / "mine")
