@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     splits = build_splits(base)
     rates: dict[str, list[float]] = {a: [] for a in args.attention}
     with tempfile.TemporaryDirectory() as tmp:
+        # one untimed run first: the first fit in a process pays one-off costs (threads,
+        # kernel builds, data caches) that would land on whichever variant runs first
+        fit(dataclasses.replace(base, out=tmp, name="warm-up"), splits=splits, log=lambda _line: None)
         for repeat in range(args.repeats):
             for attention in args.attention:
                 config = dataclasses.replace(base, attention=attention, out=tmp, name=f"{attention}-{repeat}")

@@ -139,14 +139,20 @@ def test_empty_batch() -> None:
 
 def test_auto_picks_native_on_cpu_and_fused_under_compile() -> None:
     x = torch.randn(2, 8, 4, 4)
-    assert kernels.resolve_impl("auto", x) == "native"
-    assert kernels.resolve_impl("auto", x, kind="channel") == "native"
+    big = torch.empty(2, 16, 64, 64)  # >= NATIVE_MIN_NUMEL
+    half = torch.empty(1, 1024, 32, 32, dtype=torch.bfloat16)  # >= CHANNEL_FUSED_MIN_NUMEL
+    assert big.numel() >= kernels._dispatch.NATIVE_MIN_NUMEL
+    assert kernels.resolve_impl("auto", big) == "native"
+    assert kernels.resolve_impl("auto", x) == "reference"  # small: per-call overhead decides
+    assert kernels.resolve_impl("auto", half, kind="channel") == "native"
+    assert kernels.resolve_impl("auto", x, kind="channel") == "reference"
+    assert kernels.resolve_impl("auto", big, kind="channel") == "reference"  # float32 SE
 
     @torch.compile(backend="eager", fullgraph=True)
     def under_compile(t):
         return torch.tensor(1.0) if kernels.resolve_impl("auto", t) == "fused" else torch.tensor(0.0)
 
-    assert under_compile(x).item() == 1.0
+    assert under_compile(big).item() == 1.0
     with pytest.raises(ValueError, match="impl='native' runs CPU tensors"):
         kernels.resolve_impl("native", torch.randn(2, 8, 4, 4, device="meta"))
 

@@ -69,7 +69,7 @@ def test_triton_needs_cuda_or_interpreter(monkeypatch):
     x = torch.randn(2, 8, 5)
     with pytest.raises(ValueError, match="impl='triton' needs a CUDA tensor"):
         kernels.resolve_impl("triton", x)
-    assert kernels.resolve_impl("auto", x) in ("fused", "native")  # never triton on CPU
+    assert kernels.resolve_impl("auto", x) != "triton"  # never triton on CPU
 
 
 AUTOCAST = [torch.bfloat16] + ([torch.float16] if torch.cuda.is_available() else [])

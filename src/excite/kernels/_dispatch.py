@@ -55,6 +55,21 @@ def use_impl(impl: str) -> Iterator[None]:
         _default = previous
 
 
+#: below this many elements the spatial blocks (CBAM, M_s) run the reference path under
+#: "auto" on CPU: per-call overhead outweighs the saved passes (benchmarks/inference.py)
+NATIVE_MIN_NUMEL = 1 << 16
+
+
+def _native_wins(x: torch.Tensor, kind: str) -> bool:
+    """Where the native kernels measured faster than the alternatives on CPU
+    (docs/benchmarks.md): the spatial blocks from :data:`NATIVE_MIN_NUMEL` elements; the
+    channel-only blocks (SE, M_c) only in float16/bfloat16 from
+    :data:`CHANNEL_FUSED_MIN_NUMEL` elements (in float32 the reference path was as fast)."""
+    if kind == "channel":
+        return x.dtype in (torch.float16, torch.bfloat16) and x.numel() >= CHANNEL_FUSED_MIN_NUMEL
+    return x.numel() >= NATIVE_MIN_NUMEL
+
+
 def _native_available() -> bool:
     from . import native  # builds the extension on first use
 
@@ -134,7 +149,10 @@ def resolve_impl(
     2. "triton" for CUDA tensors when triton is installed;
     3. "native" for CPU tensors in eager mode when the C++ kernels are available
        (:mod:`excite.kernels.native`: built on first use; not under torch.compile, which
-       cannot trace them);
+       cannot trace them) and measured faster (:func:`_native_wins`): spatial blocks of
+       at least :data:`NATIVE_MIN_NUMEL` elements, channel-only blocks in half
+       precision of at least :data:`CHANNEL_FUSED_MIN_NUMEL`; "reference" for the
+       smaller spatial blocks on CPU in eager mode when the native kernels exist;
     4. otherwise (no compiler, ``EXCITE_NATIVE=0``, torch.compile, other devices):
        "reference" for the channel-only blocks (``kind="channel"``: SE, M_c) on CPU in
        float16/bfloat16 or below :data:`CHANNEL_FUSED_MIN_NUMEL` elements, and "fused"
@@ -164,7 +182,10 @@ def resolve_impl(
         if x.is_cuda and triton_available():
             return "triton"
         if x.device.type == "cpu" and execution_mode(x) == "eager" and _native_available():
-            return "native"
+            if _native_wins(x, kind):
+                return "native"
+            if kind != "channel":  # a small spatial block: the per-call overhead decides
+                return "reference"
         # Measured on CPU (docs/benchmarks.md): fused CBAM beats the reference at every
         # benchmarked shape and dtype; fused SE only in float32 on large tensors.
         if kind == "channel" and (
