@@ -83,6 +83,34 @@ def _maps_grad_dot(x3, dmaps3, idx, pools):
     return out
 
 
+def save_cbam(ctx, tensors, *, cfg, params):
+    """Save CBAM's forward results for its analytic backward (the fused and native paths).
+
+    ``tensors`` is (x, pooled, h, z, logits, g, idx_c, w1, w2, maps, conv, pre, s, idx_s,
+    weight, scale) in the compute dtype; the conv output is kept only with an affine, the
+    pre-gate map only for gates that need it, and the channel argmax packed to uint8.
+    ``params`` are the original weights, whose dtypes the gradients are returned in.
+    """
+    (x, pooled, h, z, logits, g, idx_c, w1, w2, maps, conv, pre, s, idx_s, weight, scale) = tensors
+    gate = cfg[3]
+    ctx.save_for_backward(
+        x, pooled, h, z, logits, g, idx_c, w1, w2, maps, None if scale is None else conv,
+        _pre_to_save(pre, gate), s, _pack_index(idx_s, x.shape[1]), weight, scale,
+    )
+    ctx.cfg = cfg
+    ctx.dts = tuple(None if t is None else t.dtype for t in params)
+
+
+def load_cbam(ctx):
+    """What :func:`save_cbam` saved, with the maps in the compute dtype, the argmax as int64
+    and the dropped conv/pre-gate maps filled in (unused by the gates that drop them)."""
+    (x, pooled, h, z, logits, g, idx_c, w1, w2, maps, conv, pre, s, idx_s, weight, scale) = ctx.saved_tensors
+    pre = s if pre is None else pre
+    conv = pre if conv is None else conv
+    return x, pooled, h, z, logits, g, idx_c, w1, w2, maps.to(weight.dtype), conv, pre, s, \
+        _unpack_index(idx_s), weight, scale
+
+
 class ChannelGateFunction(Function):
     """y = x * gate(sum_p MLP(pool_p(x))): SE (pools=("avg",)) and CBAM's M_c."""
 
@@ -193,22 +221,18 @@ class CBAMFunction(Function):
         wc, scale_c = weight.to(cdt), cast(scale, cdt)
         m, conv, pre, s = spatial_gate_forward(maps, wc, scale_c, cast(shift, cdt), gate)
         out = y.mul_(s.to(x.dtype))  # F'' in F''s buffer: a fresh tensor, not a view
-        ctx.save_for_backward(
-            x, pooled, h, z, logits, g, idx_c, w1c, w2c, maps, None if scale is None else conv,
-            _pre_to_save(pre, gate), s, _pack_index(idx_s, x.shape[1]), wc, scale_c,
+        save_cbam(
+            ctx, (x, pooled, h, z, logits, g, idx_c, w1c, w2c, maps, conv, pre, s, idx_s, wc, scale_c),
+            cfg=(channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None),
+            params=(w1, b1, w2, b2, weight, scale, shift),
         )
-        ctx.cfg = (channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None)
-        ctx.dts = tuple(None if t is None else t.dtype for t in (w1, b1, w2, b2, weight, scale, shift))
         return out
 
     @staticmethod
     @autocast_off
     def backward(ctx, dout):
-        (x, pooled, h, z, logits, g, idx_c, w1, w2, maps, conv, pre, s, idx_s, weight, scale) = ctx.saved_tensors
+        (x, pooled, h, z, logits, g, idx_c, w1, w2, m, conv, pre, s, idx_s, weight, scale) = load_cbam(ctx)
         cpools, spools, act, gate, has_b1, has_b2 = ctx.cfg
-        m, idx_s = maps.to(weight.dtype), _unpack_index(idx_s)
-        pre = s if pre is None else pre  # unused by the gates that drop it
-        conv = pre if conv is None else conv
         x3, dy3 = ncs(x), ncs(dout)
         n, _, size = x3.shape
         gx = g.to(x.dtype)

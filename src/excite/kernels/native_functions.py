@@ -17,7 +17,7 @@ import torch
 from torch.autograd import Function
 
 from . import native
-from .fused import _maps_grad_dot, _pack_index, _pre_to_save, _unpack_index
+from .fused import _maps_grad_dot, _pre_to_save, load_cbam, save_cbam
 from .ops import (
     autocast_off,
     cast,
@@ -192,23 +192,19 @@ class NativeCBAMFunction(Function):
         m, conv, pre, s = spatial_gate_forward(maps, wc, scale_c, cast(shift, cdt), gate)
         out, out3 = empty_like_ncs(x)
         mod.apply(x3, gx, s.reshape(n, x3.shape[2]).to(x.dtype).contiguous(), out3)
-        ctx.save_for_backward(
-            x, pooled, h, z, logits, g, idx_c, w1c, w2c, maps, None if scale is None else conv,
-            _pre_to_save(pre, gate), s, _pack_index(idx_s, x.shape[1]), wc, scale_c,
+        save_cbam(
+            ctx, (x, pooled, h, z, logits, g, idx_c, w1c, w2c, maps, conv, pre, s, idx_s, wc, scale_c),
+            cfg=(channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None),
+            params=(w1, b1, w2, b2, weight, scale, shift),
         )
-        ctx.cfg = (channel_pools_, spatial_pools, act, gate, b1 is not None, b2 is not None)
-        ctx.dts = tuple(None if t is None else t.dtype for t in (w1, b1, w2, b2, weight, scale, shift))
         return out
 
     @staticmethod
     @autocast_off
     def backward(ctx, dout):
-        (x, pooled, h, z, logits, g, idx_c, w1, w2, maps, conv, pre, s, idx_s, weight, scale) = ctx.saved_tensors
+        (x, pooled, h, z, logits, g, idx_c, w1, w2, m, conv, pre, s, idx_s, weight, scale) = load_cbam(ctx)
         cpools, spools, act, gate, has_b1, has_b2 = ctx.cfg
         mod = native.load()
-        m, idx_s = maps.to(weight.dtype), _unpack_index(idx_s)
-        pre = s if pre is None else pre
-        conv = pre if conv is None else conv
         x3, dy3 = _aligned(x, dout)
         n = x3.shape[0]
         s2 = s.reshape(n, x3.shape[2]).contiguous()
