@@ -90,17 +90,17 @@ def test_resolve_impl_and_conv_same_read_the_predicate(monkeypatch) -> None:
     """Both decisions change with the one predicate (patched to each mode in turn)."""
     from excite.kernels import _dispatch, ops
 
-    x = torch.randn(2, 8, 3, 4, 5)
+    x = torch.randn(2, 8, 3, 4, 5, requires_grad=True)
     w = torch.randn(1, 2, 3, 3, 3)
     frames = []
     real = ops._conv3d_by_frames
     monkeypatch.setattr(ops, "_conv3d_by_frames", lambda *a: frames.append(1) or real(*a))
-    native = "reference" if _native() else "fused"  # x is below NATIVE_MIN_NUMEL
+    native = "reference" if _native() else "fused"  # x needs a gradient, below NATIVE_MIN_NUMEL
     for mode, impl, by_frames in [("eager", native, 1), ("compiling", "fused", 0),
                                   ("tracing", "reference", 0), ("observed", "reference", 0)]:
         monkeypatch.setattr(_dispatch, "execution_mode", lambda t, m=mode: m)
         monkeypatch.setattr(ops, "execution_mode", lambda t, m=mode: m)
         assert kernels.resolve_impl("auto", x) == impl, mode
         frames.clear()
-        ops.conv_same(x[:, :2], w)
+        ops.conv_same(x[:, :2].detach(), w)
         assert len(frames) == by_frames, mode

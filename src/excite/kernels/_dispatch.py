@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from . import native
+
 IMPLS = ("auto", "reference", "fused", "native", "triton")
 
 _default = "auto"
@@ -62,18 +64,20 @@ NATIVE_MIN_NUMEL = 1 << 16
 
 def _native_wins(x: torch.Tensor, kind: str) -> bool:
     """Where the native kernels measured faster than the alternatives on CPU
-    (docs/benchmarks.md): the spatial blocks from :data:`NATIVE_MIN_NUMEL` elements; the
-    channel-only blocks (SE, M_c) only in float16/bfloat16 from
-    :data:`CHANNEL_FUSED_MIN_NUMEL` elements (in float32 the reference path was as fast)."""
+    (docs/benchmarks.md): every block at every size when ``x`` needs no gradient
+    (inference: the whole block is one C++ call); with gradients, the spatial blocks from
+    :data:`NATIVE_MIN_NUMEL` elements and the channel-only blocks (SE, M_c) only in
+    float16/bfloat16 from :data:`CHANNEL_FUSED_MIN_NUMEL` elements (in float32 the
+    reference path was as fast)."""
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return True
     if kind == "channel":
         return x.dtype in (torch.float16, torch.bfloat16) and x.numel() >= CHANNEL_FUSED_MIN_NUMEL
     return x.numel() >= NATIVE_MIN_NUMEL
 
 
 def _native_available() -> bool:
-    from . import native  # builds the extension on first use
-
-    return native.available()
+    return native.available()  # builds the extension on first use
 
 
 def triton_available() -> bool:
@@ -177,11 +181,14 @@ def resolve_impl(
     if impl == "reference":
         return impl
     if impl == "auto":
-        if not supported or execution_mode(x) in ("tracing", "observed"):
+        if not supported:
+            return "reference"
+        mode = execution_mode(x)
+        if mode in ("tracing", "observed"):
             return "reference"
         if x.is_cuda and triton_available():
             return "triton"
-        if x.device.type == "cpu" and execution_mode(x) == "eager" and _native_available():
+        if mode == "eager" and x.device.type == "cpu" and _native_available():
             if _native_wins(x, kind):
                 return "native"
             if kind != "channel":  # a small spatial block: the per-call overhead decides
@@ -207,8 +214,6 @@ def resolve_impl(
                 f"({mode}); use impl='auto'"
             )
         if not _native_available():
-            from . import native
-
             raise ValueError(f"impl='native': the native CPU kernels are {native.status()}")
     if impl == "triton":
         if not triton_available():

@@ -48,6 +48,15 @@ def _disabled() -> bool:
     return os.environ.get("EXCITE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
 
 
+def _isa_flags() -> list[str]:
+    """AVX2/FMA code generation where this CPU has it (PyTorch's own dispatch says so):
+    the loops are vectorised 8 floats wide instead of SSE2's 4. The flags are part of the
+    cached build's name, so a cache shared with an older CPU builds its own copy."""
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):
+        return ["-mavx2", "-mfma", "-mf16c"]
+    return []
+
+
 def load() -> ModuleType | None:
     """The compiled extension (building it once), or None when it cannot be had."""
     global _module, _failure
@@ -62,7 +71,8 @@ def load() -> ModuleType | None:
         try:
             from torch.utils import cpp_extension
 
-            digest = hashlib.sha1(_SOURCE.read_bytes()).hexdigest()[:10]
+            flags = ["-O3", "-fopenmp", *_isa_flags()]
+            digest = hashlib.sha1(_SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
             name = f"excite_attention_cpu_{digest}"
             print("excite: building the native CPU attention kernels (once; cached)", file=sys.stderr)
             with warnings.catch_warnings():
@@ -70,7 +80,7 @@ def load() -> ModuleType | None:
                 _module = cpp_extension.load(
                     name=name,
                     sources=[str(_SOURCE)],
-                    extra_cflags=["-O3", "-fopenmp"],
+                    extra_cflags=flags,
                     extra_ldflags=["-fopenmp"],
                     verbose=False,
                 )

@@ -234,15 +234,46 @@ class NativeCBAMFunction(Function):
         return (dx, *grads, None, None, None, None)
 
 
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """True when autograd would record a graph for these inputs."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def block_forward(x, gate, *, mlp=None, conv=None):
+    """The whole block without autograd, in one C++ call (``native.block_forward``):
+    ``mlp`` = (w1, b1, w2, b2, pools, act) for the channel gate, ``conv`` = (weight, scale,
+    shift, pools) for the spatial gate; either may be None. Used when no gradient is
+    needed (inference, ``torch.no_grad``, frozen weights and input). The output is a
+    fresh tensor laid out as ``x`` (contiguous or channels_last)."""
+    w1, b1, w2, b2, cpools, act = (None, None, None, None, (), "identity") if mlp is None else mlp
+    weight, scale, shift, spools = (None, None, None, ()) if conv is None else conv
+    args = (
+        x, w1, b1, w2, b2, "avg" in cpools, "max" in cpools, act, weight, scale, shift,
+        bool(spools) and spools[0] == "avg", "avg" in spools, "max" in spools, gate,
+    )
+    if torch.is_autocast_enabled("cpu"):  # the block chooses its own compute dtype
+        with torch.autocast("cpu", enabled=False):
+            return native.load().block_forward(*args)
+    return native.load().block_forward(*args)
+
+
 def channel_attention(x, w1, b1, w2, b2, pools, act, gate):
+    if not needs_grad(x, w1, b1, w2, b2):
+        return block_forward(x, gate, mlp=(w1, b1, w2, b2, pools, act))
     return NativeChannelGateFunction.apply(x, w1, b1, w2, b2, pools, act, gate)
 
 
 def spatial_attention(x, weight, scale, shift, pools, gate):
+    if not needs_grad(x, weight, scale, shift):
+        return block_forward(x, gate, conv=(weight, scale, shift, pools))
     return NativeSpatialGateFunction.apply(x, weight, scale, shift, pools, gate)
 
 
 def cbam(x, w1, b1, w2, b2, weight, scale, shift, channel_pools, spatial_pools, act, gate):
+    if not needs_grad(x, w1, b1, w2, b2, weight, scale, shift):
+        return block_forward(
+            x, gate, mlp=(w1, b1, w2, b2, channel_pools, act), conv=(weight, scale, shift, spatial_pools)
+        )
     return NativeCBAMFunction.apply(
         x, w1, b1, w2, b2, weight, scale, shift, channel_pools, spatial_pools, act, gate
     )

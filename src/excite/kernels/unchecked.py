@@ -21,7 +21,7 @@ from types import ModuleType
 
 import torch
 
-from . import fused, reference
+from . import fused, native_functions, reference
 
 __all__ = ["backend", "cbam", "channel_attention", "spatial_attention"]
 
@@ -35,8 +35,6 @@ def backend(impl: str) -> ModuleType:
     if impl == "reference":
         return reference
     if impl == "native":
-        from . import native_functions
-
         return native_functions
     if impl == "triton":
         from . import triton_kernels

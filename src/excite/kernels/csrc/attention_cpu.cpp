@@ -22,6 +22,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <string>
+#include <type_traits>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -48,6 +50,83 @@ inline bool max_update(acc_t v, acc_t m) {
 }
 
 // --------------------------------------------------------------------------- global pools
+// Raw kernel: avg[r] (acc_t) and mx[r] (max_t), idx[r] over the S positions of each of the
+// N*C rows r of x (NCS or NSC memory); any of the three outputs may be null.
+template <typename scalar_t, typename max_t>
+void global_pools_kernel(const scalar_t* xp, int64_t n, int64_t c, int64_t s, bool ncs,
+                         at::opmath_type<scalar_t>* ap, max_t* mp, int64_t* ip) {
+  using acc_t = at::opmath_type<scalar_t>;
+  if (ncs) {
+    at::parallel_for(0, n * c, std::max<int64_t>(1, 16384 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const scalar_t* row = xp + r * s;
+        acc_t sum = 0;
+        acc_t m = -std::numeric_limits<acc_t>::infinity();
+        int64_t im = 0;
+        if (ip != nullptr) {
+          m = static_cast<acc_t>(row[0]);
+          for (int64_t j = 0; j < s; ++j) {
+            acc_t v = static_cast<acc_t>(row[j]);
+            sum += v;
+            if (max_update(v, m)) { m = v; im = j; }
+          }
+        } else {
+_Pragma("omp simd reduction(+ : sum) reduction(max : m)")
+          for (int64_t j = 0; j < s; ++j) {
+            acc_t v = static_cast<acc_t>(row[j]);
+            sum += v;
+            m = v > m ? v : m;
+          }
+          if (std::isnan(sum)) {  // rare: restore NaN propagation of the max
+            for (int64_t j = 0; j < s; ++j) {
+              if (std::isnan(static_cast<acc_t>(row[j]))) { m = static_cast<acc_t>(row[j]); break; }
+            }
+          }
+        }
+        if (ap != nullptr) ap[r] = sum / static_cast<acc_t>(s);
+        if (mp != nullptr) mp[r] = static_cast<max_t>(m);
+        if (ip != nullptr) ip[r] = im;
+      }
+    });
+  } else {  // channels-last: rows of C contiguous values, one per position
+    const int64_t cblock = 256;
+    const int64_t nblocks = (c + cblock - 1) / cblock;
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(s * std::min(c, cblock), 1));
+    at::parallel_for(0, n * nblocks, grain, [&](int64_t b, int64_t e) {
+      acc_t sum[cblock], m[cblock];
+      int64_t im[cblock];
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t i = t / nblocks, c0 = (t % nblocks) * cblock, cn = std::min(cblock, c - c0);
+        const scalar_t* base = xp + i * s * c + c0;
+        for (int64_t k = 0; k < cn; ++k) { sum[k] = 0; m[k] = static_cast<acc_t>(base[k]); im[k] = 0; }
+        for (int64_t j = 0; j < s; ++j) {
+          const scalar_t* row = base + j * c;
+          if (ip != nullptr) {
+            for (int64_t k = 0; k < cn; ++k) {
+              acc_t v = static_cast<acc_t>(row[k]);
+              sum[k] += v;
+              if (max_update(v, m[k])) { m[k] = v; im[k] = j; }
+            }
+          } else {
+_Pragma("omp simd")
+            for (int64_t k = 0; k < cn; ++k) {
+              acc_t v = static_cast<acc_t>(row[k]);
+              sum[k] += v;
+              m[k] = (v > m[k] || std::isnan(v)) ? v : m[k];
+            }
+          }
+        }
+        for (int64_t k = 0; k < cn; ++k) {
+          const int64_t r = i * c + c0 + k;
+          if (ap != nullptr) ap[r] = sum[k] / static_cast<acc_t>(s);
+          if (mp != nullptr) mp[r] = static_cast<max_t>(m[k]);
+          if (ip != nullptr) ip[r] = im[k];
+        }
+      }
+    });
+  }
+}
+
 std::vector<Tensor> global_pools(const Tensor& x3, bool want_avg, bool want_max, bool need_index) {
   check3(x3, "x");
   const int64_t n = x3.size(0), c = x3.size(1), s = x3.size(2);
@@ -56,90 +135,98 @@ std::vector<Tensor> global_pools(const Tensor& x3, bool want_avg, bool want_max,
   Tensor mx = want_max ? at::empty({n, c}, x3.options()) : Tensor();
   Tensor idx = (want_max && need_index) ? at::empty({n, c}, x3.options().dtype(at::kLong)) : Tensor();
   if (x3.numel() == 0) return {avg, mx, idx};
-  const bool ncs = is_ncs(x3);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x3.scalar_type(), "global_pools", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* xp = x3.const_data_ptr<scalar_t>();
-    acc_t* ap = want_avg ? avg.mutable_data_ptr<acc_t>() : nullptr;
-    scalar_t* mp = want_max ? mx.mutable_data_ptr<scalar_t>() : nullptr;
-    int64_t* ip = idx.defined() ? idx.mutable_data_ptr<int64_t>() : nullptr;
-    if (ncs) {
-      at::parallel_for(0, n * c, std::max<int64_t>(1, 16384 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-          const scalar_t* row = xp + r * s;
-          acc_t sum = 0;
-          acc_t m = -std::numeric_limits<acc_t>::infinity();
-          int64_t im = 0;
-          if (ip != nullptr) {
-            m = static_cast<acc_t>(row[0]);
-            for (int64_t j = 0; j < s; ++j) {
-              acc_t v = static_cast<acc_t>(row[j]);
-              sum += v;
-              if (max_update(v, m)) { m = v; im = j; }
-            }
-          } else {
-_Pragma("omp simd reduction(+ : sum) reduction(max : m)")
-            for (int64_t j = 0; j < s; ++j) {
-              acc_t v = static_cast<acc_t>(row[j]);
-              sum += v;
-              m = v > m ? v : m;
-            }
-            if (std::isnan(sum)) {  // rare: restore NaN propagation of the max
-              for (int64_t j = 0; j < s; ++j) {
-                if (std::isnan(static_cast<acc_t>(row[j]))) { m = static_cast<acc_t>(row[j]); break; }
-              }
-            }
-          }
-          if (ap != nullptr) ap[r] = sum / static_cast<acc_t>(s);
-          if (mp != nullptr) mp[r] = static_cast<scalar_t>(m);
-          if (ip != nullptr) ip[r] = im;
-        }
-      });
-    } else {  // channels-last: rows of C contiguous values, one per position
-      const int64_t cblock = 256;
-      const int64_t nblocks = (c + cblock - 1) / cblock;
-      at::parallel_for(0, n * nblocks, 1, [&](int64_t b, int64_t e) {
-        std::vector<acc_t> sum(cblock), m(cblock);
-        std::vector<int64_t> im(cblock);
-        for (int64_t t = b; t < e; ++t) {
-          const int64_t i = t / nblocks, c0 = (t % nblocks) * cblock, cn = std::min(cblock, c - c0);
-          const scalar_t* base = xp + i * s * c + c0;
-          for (int64_t k = 0; k < cn; ++k) { sum[k] = 0; m[k] = static_cast<acc_t>(base[k]); im[k] = 0; }
-          for (int64_t j = 0; j < s; ++j) {
-            const scalar_t* row = base + j * c;
-            acc_t* sp = sum.data();
-            acc_t* mq = m.data();
-            if (ip != nullptr) {
-              for (int64_t k = 0; k < cn; ++k) {
-                acc_t v = static_cast<acc_t>(row[k]);
-                sp[k] += v;
-                if (max_update(v, mq[k])) { mq[k] = v; im[k] = j; }
-              }
-            } else {
-_Pragma("omp simd")
-              for (int64_t k = 0; k < cn; ++k) {
-                acc_t v = static_cast<acc_t>(row[k]);
-                sp[k] += v;
-                mq[k] = (v > mq[k] || std::isnan(v)) ? v : mq[k];
-              }
-            }
-          }
-          for (int64_t k = 0; k < cn; ++k) {
-            const int64_t r = i * c + c0 + k;
-            if (ap != nullptr) ap[r] = sum[k] / static_cast<acc_t>(s);
-            if (mp != nullptr) mp[r] = static_cast<scalar_t>(m[k]);
-            if (ip != nullptr) ip[r] = im[k];
-          }
-        }
-      });
-    }
+    global_pools_kernel<scalar_t, scalar_t>(
+        x3.const_data_ptr<scalar_t>(), n, c, s, is_ncs(x3),
+        want_avg ? avg.mutable_data_ptr<at::opmath_type<scalar_t>>() : nullptr,
+        want_max ? mx.mutable_data_ptr<scalar_t>() : nullptr,
+        idx.defined() ? idx.mutable_data_ptr<int64_t>() : nullptr);
   });
   return {avg, mx, idx};
 }
 
 // ------------------------------------------------------------------- gated channel pools
-// maps[n, p, s] over c of y = x * g (y rounded to x's dtype): p = mean if want_avg first,
-// then max; idx[n, s] = argmax channel. Maps are returned in x's dtype.
+// Raw kernel: maps[n, p, s] (map_t) over c of y = x * g (y rounded to x's dtype), the mean
+// in slot avg_slot and the max in max_slot (-1: not wanted) of p slots; idx[n, s] = argmax
+// channel (null: not wanted); g (N, C) of x's dtype, or null for g = 1.
+template <typename scalar_t, typename map_t>
+void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t n, int64_t c, int64_t s,
+                                bool ncs, int64_t p, int64_t avg_slot, int64_t max_slot, map_t* op,
+                                int64_t* ip) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const acc_t inv_c = acc_t(1) / static_cast<acc_t>(c);
+  auto store = [&](int64_t i, int64_t j, acc_t sum, acc_t m, int64_t im) {
+    if (avg_slot >= 0) op[(i * p + avg_slot) * s + j] = static_cast<map_t>(sum * inv_c);
+    if (max_slot >= 0) op[(i * p + max_slot) * s + j] = static_cast<map_t>(m);
+    if (ip != nullptr) ip[i * s + j] = im;
+  };
+  const scalar_t one = scalar_t(1);
+  if (ncs) {
+    constexpr int64_t sblock = 512;
+    const int64_t nblocks = (s + sblock - 1) / sblock;
+    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(c * std::min(s, sblock), 1));
+    at::parallel_for(0, n * nblocks, grain, [&](int64_t b, int64_t e) {
+      acc_t sum[sblock], m[sblock];
+      int64_t im[sblock];
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t i = t / nblocks, s0 = (t % nblocks) * sblock, sn = std::min(sblock, s - s0);
+        const scalar_t* base = xp + i * c * s + s0;
+        for (int64_t k = 0; k < sn; ++k) {
+          sum[k] = 0; m[k] = -std::numeric_limits<acc_t>::infinity(); im[k] = 0;
+        }
+        for (int64_t ch = 0; ch < c; ++ch) {
+          const scalar_t gv = gp != nullptr ? gp[i * c + ch] : one;
+          const scalar_t* row = base + ch * s;
+          if (ip != nullptr) {
+            for (int64_t k = 0; k < sn; ++k) {
+              acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * gv));
+              sum[k] += y;
+              if (ch == 0 || max_update(y, m[k])) { m[k] = y; im[k] = ch; }
+            }
+          } else {
+_Pragma("omp simd")
+            for (int64_t k = 0; k < sn; ++k) {
+              acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * gv));
+              sum[k] += y;
+              m[k] = (y > m[k] || std::isnan(y)) ? y : m[k];
+            }
+          }
+        }
+        for (int64_t k = 0; k < sn; ++k) store(i, s0 + k, sum[k], m[k], im[k]);
+      }
+    });
+  } else {
+    at::parallel_for(0, n * s, std::max<int64_t>(1, 16384 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const int64_t i = r / s, j = r % s;
+        const scalar_t* row = xp + r * c;
+        const scalar_t* gr = gp != nullptr ? gp + i * c : nullptr;
+        acc_t sum = 0;
+        acc_t m = -std::numeric_limits<acc_t>::infinity();
+        int64_t im = 0;
+        if (ip != nullptr) {
+          for (int64_t k = 0; k < c; ++k) {
+            acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * (gr != nullptr ? gr[k] : one)));
+            sum += y;
+            if (k == 0 || max_update(y, m)) { m = y; im = k; }
+          }
+        } else {
+_Pragma("omp simd reduction(+ : sum) reduction(max : m)")
+          for (int64_t k = 0; k < c; ++k) {
+            acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * (gr != nullptr ? gr[k] : one)));
+            sum += y;
+            m = y > m ? y : m;
+          }
+          if (std::isnan(sum)) m = sum;
+        }
+        store(i, j, sum, m, im);
+      }
+    });
+  }
+}
+
+// maps[n, p, s] over c of y = x * g: p = mean if want_avg first, then max; idx[n, s] =
+// argmax channel. Maps are returned in x's dtype.
 std::vector<Tensor> gated_channel_pools(const Tensor& x3, const Tensor& g, bool avg_first,
                                         bool want_avg, bool want_max, bool need_index) {
   check3(x3, "x");
@@ -154,91 +241,60 @@ std::vector<Tensor> gated_channel_pools(const Tensor& x3, const Tensor& g, bool 
   if (x3.numel() == 0) return {maps, idx};
   const int64_t avg_slot = want_avg ? (avg_first || !want_max ? 0 : 1) : -1;
   const int64_t max_slot = want_max ? (want_avg ? 1 - avg_slot : 0) : -1;
-  const bool ncs = is_ncs(x3);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x3.scalar_type(), "gated_channel_pools", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* xp = x3.const_data_ptr<scalar_t>();
-    const scalar_t* gp = g.const_data_ptr<scalar_t>();
-    scalar_t* op = maps.mutable_data_ptr<scalar_t>();
-    int64_t* ip = idx.defined() ? idx.mutable_data_ptr<int64_t>() : nullptr;
-    const acc_t inv_c = acc_t(1) / static_cast<acc_t>(c);
-    auto store = [&](int64_t i, int64_t j, acc_t sum, acc_t m, int64_t im) {
-      if (avg_slot >= 0) op[(i * p + avg_slot) * s + j] = static_cast<scalar_t>(sum * inv_c);
-      if (max_slot >= 0) op[(i * p + max_slot) * s + j] = static_cast<scalar_t>(m);
-      if (ip != nullptr) ip[i * s + j] = im;
-    };
-    if (ncs) {
-      const int64_t sblock = 512;
-      const int64_t nblocks = (s + sblock - 1) / sblock;
-      at::parallel_for(0, n * nblocks, 1, [&](int64_t b, int64_t e) {
-        std::vector<acc_t> sum(sblock), m(sblock);
-        std::vector<int64_t> im(sblock);
-        for (int64_t t = b; t < e; ++t) {
-          const int64_t i = t / nblocks, s0 = (t % nblocks) * sblock, sn = std::min(sblock, s - s0);
-          const scalar_t* base = xp + i * c * s + s0;
-          for (int64_t k = 0; k < sn; ++k) {
-            sum[k] = 0; m[k] = -std::numeric_limits<acc_t>::infinity(); im[k] = 0;
-          }
-          for (int64_t ch = 0; ch < c; ++ch) {
-            const scalar_t gv = gp[i * c + ch];
-            const scalar_t* row = base + ch * s;
-            acc_t* sp = sum.data();
-            acc_t* mq = m.data();
-            if (ip != nullptr) {
-              int64_t* iq = im.data();
-              for (int64_t k = 0; k < sn; ++k) {
-                acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * gv));
-                sp[k] += y;
-                if (ch == 0 || max_update(y, mq[k])) { mq[k] = y; iq[k] = ch; }
-              }
-            } else {
-_Pragma("omp simd")
-              for (int64_t k = 0; k < sn; ++k) {
-                acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * gv));
-                sp[k] += y;
-                mq[k] = (y > mq[k] || std::isnan(y)) ? y : mq[k];
-              }
-            }
-          }
-          for (int64_t k = 0; k < sn; ++k) store(i, s0 + k, sum[k], m[k], im[k]);
-        }
-      });
-    } else {
-      at::parallel_for(0, n * s, std::max<int64_t>(1, 16384 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-          const int64_t i = r / s, j = r % s;
-          const scalar_t* row = xp + r * c;
-          const scalar_t* gr = gp + i * c;
-          acc_t sum = 0;
-          acc_t m = -std::numeric_limits<acc_t>::infinity();
-          int64_t im = 0;
-          if (ip != nullptr) {
-            for (int64_t k = 0; k < c; ++k) {
-              acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * gr[k]));
-              sum += y;
-              if (k == 0 || max_update(y, m)) { m = y; im = k; }
-            }
-          } else {
-_Pragma("omp simd reduction(+ : sum) reduction(max : m)")
-            for (int64_t k = 0; k < c; ++k) {
-              acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * gr[k]));
-              sum += y;
-              m = y > m ? y : m;
-            }
-            if (std::isnan(sum)) m = sum;
-          }
-          store(i, j, sum, m, im);
-        }
-      });
-    }
+    gated_channel_pools_kernel<scalar_t, scalar_t>(
+        x3.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(), n, c, s, is_ncs(x3), p, avg_slot,
+        max_slot, maps.mutable_data_ptr<scalar_t>(), idx.defined() ? idx.mutable_data_ptr<int64_t>() : nullptr);
   });
   return {maps, idx};
 }
 
 // ------------------------------------------------------------------------------- apply
-// out = (x * g) * s with both products rounded to x's dtype; g (N, C) and s (N, S) (or an
-// undefined s: out = x * g). Written into out3 when given (an (N, C, S) view with x3's
-// strides, e.g. of a fresh full-rank tensor), else into a new tensor of x3's layout.
+// Raw kernel: out = (x * g) * s with both products rounded to x's dtype; g (N, C) and s
+// (N, S) of x's dtype (null: 1); out laid out as x.
+template <typename scalar_t>
+void apply_kernel(const scalar_t* xp, const scalar_t* gp, const scalar_t* sp, scalar_t* op, int64_t n,
+                  int64_t c, int64_t s, bool ncs) {
+  const scalar_t one = scalar_t(1);
+  if (ncs) {
+    at::parallel_for(0, n * c, std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const scalar_t gv = gp != nullptr ? gp[r] : one;
+        const scalar_t* xr = xp + r * s;
+        scalar_t* orow = op + r * s;
+        if (sp != nullptr) {
+          const scalar_t* sr = sp + (r / c) * s;
+_Pragma("omp simd")
+          for (int64_t j = 0; j < s; ++j) orow[j] = static_cast<scalar_t>(static_cast<scalar_t>(xr[j] * gv) * sr[j]);
+        } else {
+_Pragma("omp simd")
+          for (int64_t j = 0; j < s; ++j) orow[j] = static_cast<scalar_t>(xr[j] * gv);
+        }
+      }
+    });
+  } else {
+    at::parallel_for(0, n * s, std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const int64_t i = r / s;
+        const scalar_t* xr = xp + r * c;
+        scalar_t* orow = op + r * c;
+        const scalar_t sv = sp != nullptr ? sp[r] : one;
+        if (gp != nullptr) {
+          const scalar_t* gr = gp + i * c;
+_Pragma("omp simd")
+          for (int64_t k = 0; k < c; ++k) orow[k] = static_cast<scalar_t>(static_cast<scalar_t>(xr[k] * gr[k]) * sv);
+        } else {
+_Pragma("omp simd")
+          for (int64_t k = 0; k < c; ++k) orow[k] = static_cast<scalar_t>(xr[k] * sv);
+        }
+      }
+    });
+  }
+}
+
+// out = (x * g) * s; g (N, C) and s (N, S) (or an undefined s: out = x * g). Written into
+// out3 when given (an (N, C, S) view with x3's strides, e.g. of a fresh full-rank tensor),
+// else into a new tensor of x3's layout.
 Tensor apply(const Tensor& x3, const Tensor& g, const c10::optional<Tensor>& s_opt,
              const c10::optional<Tensor>& out_opt) {
   check3(x3, "x");
@@ -259,46 +315,10 @@ Tensor apply(const Tensor& x3, const Tensor& g, const c10::optional<Tensor>& s_o
     out = at::empty_strided(x3.sizes(), x3.strides(), x3.options());
   }
   if (x3.numel() == 0) return out;
-  const bool ncs = is_ncs(x3);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x3.scalar_type(), "apply", [&] {
-    const scalar_t* xp = x3.const_data_ptr<scalar_t>();
-    const scalar_t* gp = g.const_data_ptr<scalar_t>();
-    const scalar_t* sp = has_s ? s_opt->const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    if (ncs) {
-      at::parallel_for(0, n * c, std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-          const scalar_t gv = gp[r];
-          const scalar_t* xr = xp + r * s;
-          scalar_t* orow = op + r * s;
-          if (sp != nullptr) {
-            const scalar_t* sr = sp + (r / c) * s;
-_Pragma("omp simd")
-            for (int64_t j = 0; j < s; ++j) orow[j] = static_cast<scalar_t>(static_cast<scalar_t>(xr[j] * gv) * sr[j]);
-          } else {
-_Pragma("omp simd")
-            for (int64_t j = 0; j < s; ++j) orow[j] = static_cast<scalar_t>(xr[j] * gv);
-          }
-        }
-      });
-    } else {
-      at::parallel_for(0, n * s, std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-          const int64_t i = r / s;
-          const scalar_t* gr = gp + i * c;
-          const scalar_t* xr = xp + r * c;
-          scalar_t* orow = op + r * c;
-          if (sp != nullptr) {
-            const scalar_t sv = sp[r];
-_Pragma("omp simd")
-            for (int64_t k = 0; k < c; ++k) orow[k] = static_cast<scalar_t>(static_cast<scalar_t>(xr[k] * gr[k]) * sv);
-          } else {
-_Pragma("omp simd")
-            for (int64_t k = 0; k < c; ++k) orow[k] = static_cast<scalar_t>(xr[k] * gr[k]);
-          }
-        }
-      });
-    }
+    apply_kernel<scalar_t>(x3.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(),
+                           has_s ? s_opt->const_data_ptr<scalar_t>() : nullptr, out.mutable_data_ptr<scalar_t>(),
+                           n, c, s, is_ncs(x3));
   });
   return out;
 }
@@ -505,6 +525,359 @@ Tensor grad_input(const Tensor& dy3, const c10::optional<Tensor>& s_opt, const c
   return dx;
 }
 
+
+// ------------------------------------------------------------------------ activations
+// The rows of excite.kernels.activations.ACTIVATIONS, for the whole-block kernels.
+enum class Act { kRelu, kSilu, kGelu, kTanh, kSigmoid, kHardSigmoid, kIdentity };
+
+Act parse_act(const std::string& name) {
+  if (name == "relu") return Act::kRelu;
+  if (name == "silu") return Act::kSilu;
+  if (name == "gelu") return Act::kGelu;
+  if (name == "tanh") return Act::kTanh;
+  if (name == "sigmoid") return Act::kSigmoid;
+  if (name == "hard_sigmoid") return Act::kHardSigmoid;
+  if (name == "identity") return Act::kIdentity;
+  TORCH_CHECK(false, "unknown activation ", name);
+}
+
+template <typename T>
+inline T act_value(Act a, T h) {
+  switch (a) {
+    case Act::kRelu: return h < T(0) ? T(0) : h;  // NaN stays NaN, as torch.relu
+    case Act::kSilu: return h / (T(1) + std::exp(-h));
+    case Act::kGelu: return T(0.5) * h * (T(1) + std::erf(h * T(0.70710678118654752440)));
+    case Act::kTanh: return std::tanh(h);
+    case Act::kSigmoid: return T(1) / (T(1) + std::exp(-h));
+    case Act::kHardSigmoid: {  // relu6(h + 3) / 6
+      T v = h + T(3);
+      v = v < T(0) ? T(0) : (v > T(6) ? T(6) : v);
+      return v / T(6);
+    }
+    case Act::kIdentity: return h;
+  }
+  return h;
+}
+
+// ------------------------------------------------------------ the 'same' convolution
+// Stride-1 convolution with odd kernels and zero 'same' padding, for every rank through
+// one (T, H, W) loop nest (1D: T = H = 1; 2D: T = 1):
+//   out[n, o, t, h, w] = sum_i sum_{a,b,c} w[o, i, a, b, c] * in[n, i, t+a-kt/2, h+b-kh/2, w+c-kw/2]
+// CBAM's 2->1 map convolution is a few multiply-adds per position; a direct loop with a
+// vectorised innermost axis beats a oneDNN call on it at every size measured.
+struct Geometry {
+  int64_t t, h, w, kt, kh, kw;
+  int64_t s() const { return t * h * w; }
+  int64_t taps() const { return kt * kh * kw; }
+};
+
+Geometry geometry(c10::IntArrayRef spatial, c10::IntArrayRef kernel) {
+  TORCH_CHECK(spatial.size() >= 1 && spatial.size() <= 3 && spatial.size() == kernel.size(),
+              "spatial and kernel sizes must have 1-3 matching dims");
+  int64_t sz[3] = {1, 1, 1}, k[3] = {1, 1, 1};
+  const size_t off = 3 - spatial.size();
+  for (size_t i = 0; i < spatial.size(); ++i) {
+    sz[off + i] = spatial[i];
+    k[off + i] = kernel[i];
+    TORCH_CHECK(kernel[i] % 2 == 1, "kernel sizes must be odd");
+  }
+  return {sz[0], sz[1], sz[2], k[0], k[1], k[2]};
+}
+
+// in (N, cin, S), w (cout, cin, taps), out (N, cout, S) zero-filled here; flip: use
+// w[i, o, reversed taps] instead (the input gradient: a correlation with the flipped kernel)
+template <typename T>
+void conv_same_loop(const T* in, const T* w, T* out, int64_t n, int64_t cin, int64_t cout,
+                    const Geometry& g, bool flip) {
+  const int64_t taps = g.taps(), hw = g.h * g.w, s = g.s();
+  const int64_t rows = n * cout * g.t * g.h;
+  const int64_t work = std::max<int64_t>(1, cin * taps * g.w);
+  at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / work), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t hh = r % g.h, tt = (r / g.h) % g.t, o = (r / (g.h * g.t)) % cout, i0 = r / (g.h * g.t * cout);
+      T* orow = out + r * g.w;
+      std::fill(orow, orow + g.w, T(0));
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        const T* wk = flip ? w + (ci * cout + o) * taps : w + (o * cin + ci) * taps;
+        for (int64_t a = 0; a < g.kt; ++a) {
+          const int64_t ts = tt + a - g.kt / 2;
+          if (ts < 0 || ts >= g.t) continue;
+          for (int64_t bb = 0; bb < g.kh; ++bb) {
+            const int64_t hs = hh + bb - g.kh / 2;
+            if (hs < 0 || hs >= g.h) continue;
+            const T* irow = in + (i0 * cin + ci) * s + ts * hw + hs * g.w;
+            for (int64_t c = 0; c < g.kw; ++c) {
+              const int64_t tap = (a * g.kh + bb) * g.kw + c;
+              const T wv = wk[flip ? taps - 1 - tap : tap];
+              const int64_t sh = c - g.kw / 2;
+              const int64_t lo = std::max<int64_t>(0, -sh), hi = std::min<int64_t>(g.w, g.w - sh);
+              _Pragma("omp simd")
+              for (int64_t x = lo; x < hi; ++x) orow[x] += wv * irow[x + sh];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// forward: maps (N, P, *spatial) and weight (1, P, *k) of one floating dtype -> (N, 1, *spatial)
+Tensor conv_same(const Tensor& maps, const Tensor& weight) {
+  TORCH_CHECK(maps.dim() >= 3 && maps.dim() <= 5 && weight.dim() == maps.dim() && weight.size(1) == maps.size(1),
+              "maps (N, P, *spatial) and weight (O, P, *k) of the same rank");
+  auto in = maps.contiguous();
+  auto w = weight.to(maps.scalar_type()).contiguous();
+  const Geometry g = geometry(maps.sizes().slice(2), weight.sizes().slice(2));
+  std::vector<int64_t> shape(maps.sizes().begin(), maps.sizes().end());
+  shape[1] = weight.size(0);
+  Tensor out = at::empty(shape, maps.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(maps.scalar_type(), "conv_same", [&] {
+    conv_same_loop<scalar_t>(in.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                             out.mutable_data_ptr<scalar_t>(), maps.size(0), maps.size(1), weight.size(0), g, false);
+  });
+  return out;
+}
+
+// input gradient: grad (N, O, *spatial), weight (O, P, *k) -> (N, P, *spatial)
+Tensor conv_same_input_grad(const Tensor& grad, const Tensor& weight) {
+  TORCH_CHECK(grad.dim() == weight.dim() && grad.size(1) == weight.size(0), "grad (N, O, *spatial), weight (O, P, *k)");
+  auto in = grad.contiguous();
+  auto w = weight.to(grad.scalar_type()).contiguous();
+  const Geometry g = geometry(grad.sizes().slice(2), weight.sizes().slice(2));
+  std::vector<int64_t> shape(grad.sizes().begin(), grad.sizes().end());
+  shape[1] = weight.size(1);
+  Tensor out = at::empty(shape, grad.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "conv_same_input_grad", [&] {
+    conv_same_loop<scalar_t>(in.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                             out.mutable_data_ptr<scalar_t>(), grad.size(0), weight.size(0), weight.size(1), g, true);
+  });
+  return out;
+}
+
+// weight gradient: maps (N, P, *spatial), grad (N, O, *spatial) -> (O, P, *k)
+//   dw[o, i, tap] = sum_n sum_pos grad[n, o, pos] * maps[n, i, pos + tap - pad]
+Tensor conv_same_weight_grad(const Tensor& maps, const Tensor& grad, c10::IntArrayRef kernel) {
+  TORCH_CHECK(maps.dim() == grad.dim() && maps.size(0) == grad.size(0) && maps.sizes().slice(2) == grad.sizes().slice(2),
+              "maps (N, P, *spatial) and grad (N, O, *spatial)");
+  auto in = maps.contiguous();
+  auto gr = grad.to(maps.scalar_type()).contiguous();
+  const int64_t n = maps.size(0), cin = maps.size(1), cout = grad.size(1);
+  const Geometry g = geometry(maps.sizes().slice(2), kernel);
+  std::vector<int64_t> shape = {cout, cin};
+  shape.insert(shape.end(), kernel.begin(), kernel.end());
+  Tensor dw = at::zeros(shape, maps.options());
+  if (maps.numel() == 0) return dw;
+  AT_DISPATCH_FLOATING_TYPES(maps.scalar_type(), "conv_same_weight_grad", [&] {
+    const scalar_t* ip = in.const_data_ptr<scalar_t>();
+    const scalar_t* gp = gr.const_data_ptr<scalar_t>();
+    scalar_t* wp = dw.mutable_data_ptr<scalar_t>();
+    const int64_t hw = g.h * g.w, s = g.s();
+    const int64_t tasks = cout * cin * g.kt * g.kh;  // one task: kw taps of one (o, i, a, b)
+    at::parallel_for(0, tasks, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, n * s * g.kw)), [&](int64_t b, int64_t e) {
+      std::vector<scalar_t> acc(g.kw);
+      for (int64_t task = b; task < e; ++task) {
+        const int64_t bb = task % g.kh, a = (task / g.kh) % g.kt, ci = (task / (g.kh * g.kt)) % cin,
+                      o = task / (g.kh * g.kt * cin);
+        std::fill(acc.begin(), acc.end(), scalar_t(0));
+        for (int64_t i0 = 0; i0 < n; ++i0) {
+          for (int64_t tt = 0; tt < g.t; ++tt) {
+            const int64_t ts = tt + a - g.kt / 2;
+            if (ts < 0 || ts >= g.t) continue;
+            for (int64_t hh = 0; hh < g.h; ++hh) {
+              const int64_t hs = hh + bb - g.kh / 2;
+              if (hs < 0 || hs >= g.h) continue;
+              const scalar_t* grow = gp + (i0 * cout + o) * s + tt * hw + hh * g.w;
+              const scalar_t* irow = ip + (i0 * cin + ci) * s + ts * hw + hs * g.w;
+              for (int64_t c = 0; c < g.kw; ++c) {
+                const int64_t sh = c - g.kw / 2;
+                const int64_t lo = std::max<int64_t>(0, -sh), hi = std::min<int64_t>(g.w, g.w - sh);
+                scalar_t sum = 0;
+                _Pragma("omp simd reduction(+ : sum)")
+                for (int64_t x = lo; x < hi; ++x) sum += grow[x] * irow[x + sh];
+                acc[c] += sum;
+              }
+            }
+          }
+        }
+        scalar_t* out = wp + ((o * cin + ci) * g.kt + a) * g.kh * g.kw + bb * g.kw;
+        for (int64_t c = 0; c < g.kw; ++c) out[c] = acc[c];
+      }
+    });
+  });
+  return dw;
+}
+
+// ------------------------------------------------------------------ the channel MLP
+// logits[n, c] = sum_p (b2[c] + sum_j w2[c, j] act(b1[j] + sum_k w1[j, k] pooled[p, n, k]))
+// for pooled (P, N, C), all of one floating dtype T and contiguous (b1, b2 may be null).
+// The second layer is linear, so it runs once on sum_p act(h_p).
+template <typename T>
+void mlp_logits_kernel(const T* zp, int64_t p, int64_t n, int64_t c, int64_t hid, const T* w1p,
+                       const T* b1p, const T* w2p, const T* b2p, Act act, T* lp) {
+  at::parallel_for(0, n, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, p * c * hid)), [&](int64_t b, int64_t e) {
+    std::vector<T> hsum(hid);
+    for (int64_t i = b; i < e; ++i) {
+      std::fill(hsum.begin(), hsum.end(), T(0));
+      for (int64_t q = 0; q < p; ++q) {
+        const T* z = zp + (q * n + i) * c;
+        for (int64_t j = 0; j < hid; ++j) {
+          const T* wr = w1p + j * c;
+          T sum = 0;
+          _Pragma("omp simd reduction(+ : sum)")
+          for (int64_t k = 0; k < c; ++k) sum += wr[k] * z[k];
+          hsum[j] += act_value(act, sum + (b1p != nullptr ? b1p[j] : T(0)));
+        }
+      }
+      for (int64_t k = 0; k < c; ++k) {
+        const T* wr = w2p + k * hid;
+        T sum = 0;
+        _Pragma("omp simd reduction(+ : sum)")
+        for (int64_t j = 0; j < hid; ++j) sum += wr[j] * hsum[j];
+        lp[i * c + k] = sum + (b2p != nullptr ? static_cast<T>(p) * b2p[k] : T(0));
+      }
+    }
+  });
+}
+
+// The same through ATen's matmul (large problems: batch x width beyond a few million MACs).
+Tensor mlp_logits_aten(const Tensor& pooled, const Tensor& w1, const Tensor& b1, const Tensor& w2,
+                       const Tensor& b2, Act act) {
+  Tensor h = at::matmul(pooled, w1.t());
+  if (b1.defined()) h = h + b1;
+  Tensor z;
+  switch (act) {
+    case Act::kRelu: z = at::relu(h); break;
+    case Act::kSilu: z = at::silu(h); break;
+    case Act::kGelu: z = at::gelu(h); break;
+    case Act::kTanh: z = at::tanh(h); break;
+    case Act::kSigmoid: z = at::sigmoid(h); break;
+    case Act::kHardSigmoid: z = at::hardsigmoid(h); break;
+    case Act::kIdentity: z = h; break;
+  }
+  Tensor logits = at::matmul(z.sum(0), w2.t());
+  return b2.defined() ? logits + b2 * static_cast<double>(pooled.size(0)) : logits;
+}
+
+// -------------------------------------------------------------- a whole block, inference
+// The (N, C, S) view of x without a copy when x is contiguous or channels-last, else of a
+// contiguous copy (excite.kernels.ops.ncs); `copied` says which.
+Tensor ncs_view(const Tensor& x, bool& copied) {
+  const int64_t n = x.size(0), c = x.size(1);
+  int64_t s = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) s *= x.size(d);
+  copied = false;
+  if (x.is_contiguous()) return x.view({n, c, s});
+  std::vector<int64_t> perm = {0};
+  for (int64_t d = 2; d < x.dim(); ++d) perm.push_back(d);
+  perm.push_back(1);
+  Tensor xp = x.permute(perm);
+  if (xp.is_contiguous()) return xp.reshape({n, s, c}).transpose(1, 2);
+  copied = true;
+  return x.contiguous().view({n, c, s});
+}
+
+// A small tensor (weights, biases) as a contiguous tensor of dtype dt, without a copy when it is one.
+Tensor as_small(const c10::optional<Tensor>& t, at::ScalarType dt) {
+  if (!t.has_value() || !t->defined()) return Tensor();
+  if (t->scalar_type() == dt && t->is_contiguous()) return *t;
+  return t->to(dt).contiguous();
+}
+
+template <typename T>
+const T* ptr_or_null(const Tensor& t) { return t.defined() ? t.const_data_ptr<T>() : nullptr; }
+
+double scalar_of(const c10::optional<Tensor>& t, double fallback) {
+  if (!t.has_value() || !t->defined()) return fallback;
+  TORCH_CHECK(t->numel() == 1 && t->device().is_cpu(), "scale and shift must be 1-element CPU tensors");
+  double v = 0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t->scalar_type(), "scalar_of", [&] {
+    v = static_cast<double>(t->const_data_ptr<scalar_t>()[0]);
+  });
+  return v;
+}
+
+// y = x * g * s without autograd, in one call; x is (N, C, *spatial), returned y is a
+// fresh tensor laid out as x (contiguous or channels-last; other strides: contiguous):
+//   channel part (w1 given):     g = gate(sum_p MLP(pool_p(x)))             (N, C)
+//   spatial part (weight given): s = gate(scale * conv([pools over C of x * g]) + shift)  (N, S)
+// SE / M_c: no weight; M_s: no w1; CBAM (channel then spatial): both. The small tensors
+// are computed in the opmath dtype (float for half inputs) in plain buffers; g and s are
+// rounded to x's dtype before the products, as the autograd paths do.
+Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c10::optional<Tensor>& b1_,
+                     const c10::optional<Tensor>& w2_, const c10::optional<Tensor>& b2_,
+                     bool channel_avg, bool channel_max, const std::string& act,
+                     const c10::optional<Tensor>& weight_, const c10::optional<Tensor>& scale,
+                     const c10::optional<Tensor>& shift, bool avg_first, bool spatial_avg, bool spatial_max,
+                     const std::string& gate) {
+  TORCH_CHECK(x.dim() >= 3 && x.dim() <= 5 && x.device().is_cpu(), "x must be an (N, C, *spatial) CPU tensor");
+  bool copied = false;
+  Tensor x3 = ncs_view(x, copied);
+  Tensor out = copied ? at::empty(x.sizes(), x.options()) : at::empty_strided(x.sizes(), x.strides(), x.options());
+  bool out_copied = false;
+  Tensor out3 = ncs_view(out, out_copied);
+  const int64_t n = x3.size(0), c = x3.size(1), s = x3.size(2);
+  if (x3.numel() == 0) return out;
+  const auto acc = at::toOpMathType(x3.scalar_type());
+  const Act gate_act = parse_act(gate);
+  const bool has_channel = w1_.has_value() && w1_->defined();
+  const bool has_spatial = weight_.has_value() && weight_->defined();
+  const bool ncs = is_ncs(x3);
+  Tensor w1 = as_small(w1_, acc), b1 = as_small(b1_, acc), w2 = as_small(w2_, acc), b2 = as_small(b2_, acc);
+  Tensor weight = as_small(weight_, acc);
+  const double a = scalar_of(scale, 1.0), b = scalar_of(shift, 0.0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x3.scalar_type(), "block_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x3.const_data_ptr<scalar_t>();
+    std::vector<scalar_t> g;  // (N, C) in x's dtype; empty: 1
+    if (has_channel) {
+      const int64_t p = static_cast<int64_t>(channel_avg) + static_cast<int64_t>(channel_max);
+      const int64_t hid = w1.size(0);
+      std::vector<acc_t> pooled(p * n * c), logits(n * c);
+      global_pools_kernel<scalar_t, acc_t>(xp, n, c, s, ncs, channel_avg ? pooled.data() : nullptr,
+                                           channel_max ? pooled.data() + (p - 1) * n * c : nullptr, nullptr);
+      const Act mlp_act = parse_act(act);
+      if (p * n * c * hid > (int64_t(1) << 22)) {
+        Tensor pt = at::from_blob(pooled.data(), {p, n, c}, x3.options().dtype(acc));
+        Tensor lt = mlp_logits_aten(pt, w1, b1, w2, b2, mlp_act).contiguous();
+        std::copy(lt.const_data_ptr<acc_t>(), lt.const_data_ptr<acc_t>() + n * c, logits.begin());
+      } else {
+        mlp_logits_kernel<acc_t>(pooled.data(), p, n, c, hid, w1.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(b1),
+                                 w2.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(b2), mlp_act, logits.data());
+      }
+      g.resize(n * c);
+      for (int64_t i = 0; i < n * c; ++i) g[i] = static_cast<scalar_t>(act_value(gate_act, logits[i]));
+    }
+    std::vector<scalar_t> sx;  // (N, S) in x's dtype; empty: 1
+    if (has_spatial) {
+      const int64_t p = static_cast<int64_t>(spatial_avg) + static_cast<int64_t>(spatial_max);
+      TORCH_CHECK(p > 0 && weight.size(1) == p && weight.size(0) == 1, "weight must be (1, P, *k) for P maps");
+      const int64_t avg_slot = spatial_avg ? (avg_first || !spatial_max ? 0 : 1) : -1;
+      const int64_t max_slot = spatial_max ? (spatial_avg ? 1 - avg_slot : 0) : -1;
+      std::vector<acc_t> maps(n * p * s), pre(n * s);
+      // the maps are rounded to x's dtype, as the autograd paths keep them
+      std::vector<scalar_t> maps_x(std::is_same<scalar_t, acc_t>::value ? 0 : n * p * s);
+      if (maps_x.empty()) {
+        gated_channel_pools_kernel<scalar_t, acc_t>(xp, g.empty() ? nullptr : g.data(), n, c, s, ncs, p, avg_slot,
+                                                    max_slot, maps.data(), nullptr);
+      } else {
+        gated_channel_pools_kernel<scalar_t, scalar_t>(xp, g.empty() ? nullptr : g.data(), n, c, s, ncs, p,
+                                                       avg_slot, max_slot, maps_x.data(), nullptr);
+        for (int64_t i = 0; i < n * p * s; ++i) maps[i] = static_cast<acc_t>(maps_x[i]);
+      }
+      const Geometry geo = geometry(x.sizes().slice(2), weight.sizes().slice(2));
+      conv_same_loop<acc_t>(maps.data(), weight.const_data_ptr<acc_t>(), pre.data(), n, p, 1, geo, false);
+      sx.resize(n * s);
+      const acc_t av = static_cast<acc_t>(a), bv = static_cast<acc_t>(b);
+      for (int64_t i = 0; i < n * s; ++i) sx[i] = static_cast<scalar_t>(act_value(gate_act, pre[i] * av + bv));
+    }
+    apply_kernel<scalar_t>(xp, g.empty() ? nullptr : g.data(), sx.empty() ? nullptr : sx.data(),
+                           out3.mutable_data_ptr<scalar_t>(), n, c, s, ncs);
+  });
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -524,4 +897,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("s") = py::none(), py::arg("dmap_avg") = py::none(), py::arg("dmap_max") = py::none(),
         py::arg("idx_s") = py::none(), py::arg("g") = py::none(), py::arg("dpool_avg") = py::none(),
         py::arg("dpool_max") = py::none(), py::arg("idx_c") = py::none());
+  m.def("conv_same", &conv_same, "stride-1 'same' convolution (N, P, *spatial) x (O, P, *k), any rank",
+        py::arg("maps"), py::arg("weight"));
+  m.def("conv_same_input_grad", &conv_same_input_grad, "input gradient of conv_same", py::arg("grad"),
+        py::arg("weight"));
+  m.def("conv_same_weight_grad", &conv_same_weight_grad, "weight gradient of conv_same", py::arg("maps"),
+        py::arg("grad"), py::arg("kernel_size"));
+  m.def("block_forward", &block_forward, "a whole SE / M_c / M_s / CBAM block without autograd",
+        py::arg("x"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"), py::arg("channel_avg"),
+        py::arg("channel_max"), py::arg("act"), py::arg("weight"), py::arg("scale"), py::arg("shift"),
+        py::arg("avg_first"), py::arg("spatial_avg"), py::arg("spatial_max"), py::arg("gate"));
 }
