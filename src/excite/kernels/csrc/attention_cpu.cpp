@@ -25,6 +25,7 @@
 #include <string>
 #include <type_traits>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -42,6 +43,43 @@ void check3(const Tensor& x3, const char* name) {
   TORCH_CHECK(ncs || nsc || x3.numel() == 0 || x3.size(2) == 1 || x3.size(1) == 1, name,
               " must be contiguous or channels_last");
 }
+
+// Element conversions. For bfloat16 they are written as bit operations (round to nearest
+// even, NaN kept), bit-identical to c10::BFloat16's, so the compiler vectorises the loops
+// that use them; the other types keep their own conversions.
+inline float bf16_bits_to_float(uint16_t b) {
+  uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+inline uint16_t float_to_bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  const uint32_t rounded = (u + UINT32_C(0x7FFF) + ((u >> 16) & 1u)) >> 16;
+  return std::isnan(f) ? UINT16_C(0x7FC0) : static_cast<uint16_t>(rounded);
+}
+
+template <typename T>
+inline at::opmath_type<T> to_acc(T v) { return static_cast<at::opmath_type<T>>(v); }
+template <>
+inline float to_acc<c10::BFloat16>(c10::BFloat16 v) { return bf16_bits_to_float(v.x); }
+
+template <typename T>
+inline T from_acc(at::opmath_type<T> v) { return static_cast<T>(v); }
+template <>
+inline c10::BFloat16 from_acc<c10::BFloat16>(float v) {
+  return c10::BFloat16(float_to_bf16_bits(v), c10::BFloat16::from_bits());
+}
+
+// v rounded to T and back: the value a T tensor would hold (identity for float, double)
+template <typename T>
+inline at::opmath_type<T> round_to(at::opmath_type<T> v) { return to_acc<T>(from_acc<T>(v)); }
+template <>
+inline float round_to<float>(float v) { return v; }
+template <>
+inline double round_to<double>(double v) { return v; }
 
 template <typename acc_t>
 inline bool max_update(acc_t v, acc_t m) {
@@ -64,22 +102,22 @@ void global_pools_kernel(const scalar_t* xp, int64_t n, int64_t c, int64_t s, bo
         acc_t m = -std::numeric_limits<acc_t>::infinity();
         int64_t im = 0;
         if (ip != nullptr) {
-          m = static_cast<acc_t>(row[0]);
+          m = to_acc(row[0]);
           for (int64_t j = 0; j < s; ++j) {
-            acc_t v = static_cast<acc_t>(row[j]);
+            acc_t v = to_acc(row[j]);
             sum += v;
             if (max_update(v, m)) { m = v; im = j; }
           }
         } else {
 _Pragma("omp simd reduction(+ : sum) reduction(max : m)")
           for (int64_t j = 0; j < s; ++j) {
-            acc_t v = static_cast<acc_t>(row[j]);
+            acc_t v = to_acc(row[j]);
             sum += v;
             m = v > m ? v : m;
           }
           if (std::isnan(sum)) {  // rare: restore NaN propagation of the max
             for (int64_t j = 0; j < s; ++j) {
-              if (std::isnan(static_cast<acc_t>(row[j]))) { m = static_cast<acc_t>(row[j]); break; }
+              if (std::isnan(to_acc(row[j]))) { m = to_acc(row[j]); break; }
             }
           }
         }
@@ -98,19 +136,19 @@ _Pragma("omp simd reduction(+ : sum) reduction(max : m)")
       for (int64_t t = b; t < e; ++t) {
         const int64_t i = t / nblocks, c0 = (t % nblocks) * cblock, cn = std::min(cblock, c - c0);
         const scalar_t* base = xp + i * s * c + c0;
-        for (int64_t k = 0; k < cn; ++k) { sum[k] = 0; m[k] = static_cast<acc_t>(base[k]); im[k] = 0; }
+        for (int64_t k = 0; k < cn; ++k) { sum[k] = 0; m[k] = to_acc(base[k]); im[k] = 0; }
         for (int64_t j = 0; j < s; ++j) {
           const scalar_t* row = base + j * c;
           if (ip != nullptr) {
             for (int64_t k = 0; k < cn; ++k) {
-              acc_t v = static_cast<acc_t>(row[k]);
+              acc_t v = to_acc(row[k]);
               sum[k] += v;
               if (max_update(v, m[k])) { m[k] = v; im[k] = j; }
             }
           } else {
 _Pragma("omp simd")
             for (int64_t k = 0; k < cn; ++k) {
-              acc_t v = static_cast<acc_t>(row[k]);
+              acc_t v = to_acc(row[k]);
               sum[k] += v;
               m[k] = (v > m[k] || std::isnan(v)) ? v : m[k];
             }
@@ -160,13 +198,12 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
     if (max_slot >= 0) op[(i * p + max_slot) * s + j] = static_cast<map_t>(m);
     if (ip != nullptr) ip[i * s + j] = im;
   };
-  const scalar_t one = scalar_t(1);
   if (ncs) {
     constexpr int64_t sblock = 512;
     const int64_t nblocks = (s + sblock - 1) / sblock;
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(c * std::min(s, sblock), 1));
     at::parallel_for(0, n * nblocks, grain, [&](int64_t b, int64_t e) {
-      acc_t sum[sblock], m[sblock];
+      acc_t sum[sblock], m[sblock], y[sblock];
       int64_t im[sblock];
       for (int64_t t = b; t < e; ++t) {
         const int64_t i = t / nblocks, s0 = (t % nblocks) * sblock, sn = std::min(sblock, s - s0);
@@ -175,20 +212,21 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
           sum[k] = 0; m[k] = -std::numeric_limits<acc_t>::infinity(); im[k] = 0;
         }
         for (int64_t ch = 0; ch < c; ++ch) {
-          const scalar_t gv = gp != nullptr ? gp[i * c + ch] : one;
+          const acc_t gv = gp != nullptr ? to_acc(gp[i * c + ch]) : acc_t(1);
           const scalar_t* row = base + ch * s;
           if (ip != nullptr) {
             for (int64_t k = 0; k < sn; ++k) {
-              acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * gv));
+              acc_t y = round_to<scalar_t>(to_acc(row[k]) * gv);
               sum[k] += y;
               if (ch == 0 || max_update(y, m[k])) { m[k] = y; im[k] = ch; }
             }
-          } else {
+          } else {  // two simple loops vectorise where one fused loop does not (bfloat16)
+_Pragma("omp simd")
+            for (int64_t k = 0; k < sn; ++k) y[k] = round_to<scalar_t>(to_acc(row[k]) * gv);
 _Pragma("omp simd")
             for (int64_t k = 0; k < sn; ++k) {
-              acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * gv));
-              sum[k] += y;
-              m[k] = (y > m[k] || std::isnan(y)) ? y : m[k];
+              sum[k] += y[k];
+              m[k] = (y[k] > m[k] || std::isnan(y[k])) ? y[k] : m[k];
             }
           }
         }
@@ -206,14 +244,14 @@ _Pragma("omp simd")
         int64_t im = 0;
         if (ip != nullptr) {
           for (int64_t k = 0; k < c; ++k) {
-            acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * (gr != nullptr ? gr[k] : one)));
+            acc_t y = round_to<scalar_t>(to_acc(row[k]) * (gr != nullptr ? to_acc(gr[k]) : acc_t(1)));
             sum += y;
             if (k == 0 || max_update(y, m)) { m = y; im = k; }
           }
         } else {
 _Pragma("omp simd reduction(+ : sum) reduction(max : m)")
           for (int64_t k = 0; k < c; ++k) {
-            acc_t y = static_cast<acc_t>(static_cast<scalar_t>(row[k] * (gr != nullptr ? gr[k] : one)));
+            acc_t y = round_to<scalar_t>(to_acc(row[k]) * (gr != nullptr ? to_acc(gr[k]) : acc_t(1)));
             sum += y;
             m = y > m ? y : m;
           }
@@ -255,20 +293,20 @@ std::vector<Tensor> gated_channel_pools(const Tensor& x3, const Tensor& g, bool 
 template <typename scalar_t>
 void apply_kernel(const scalar_t* xp, const scalar_t* gp, const scalar_t* sp, scalar_t* op, int64_t n,
                   int64_t c, int64_t s, bool ncs) {
-  const scalar_t one = scalar_t(1);
+  using acc_t = at::opmath_type<scalar_t>;
   if (ncs) {
     at::parallel_for(0, n * c, std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
-        const scalar_t gv = gp != nullptr ? gp[r] : one;
+        const acc_t gv = gp != nullptr ? to_acc(gp[r]) : acc_t(1);
         const scalar_t* xr = xp + r * s;
         scalar_t* orow = op + r * s;
         if (sp != nullptr) {
           const scalar_t* sr = sp + (r / c) * s;
 _Pragma("omp simd")
-          for (int64_t j = 0; j < s; ++j) orow[j] = static_cast<scalar_t>(static_cast<scalar_t>(xr[j] * gv) * sr[j]);
+          for (int64_t j = 0; j < s; ++j) orow[j] = from_acc<scalar_t>(round_to<scalar_t>(to_acc(xr[j]) * gv) * to_acc(sr[j]));
         } else {
 _Pragma("omp simd")
-          for (int64_t j = 0; j < s; ++j) orow[j] = static_cast<scalar_t>(xr[j] * gv);
+          for (int64_t j = 0; j < s; ++j) orow[j] = from_acc<scalar_t>(to_acc(xr[j]) * gv);
         }
       }
     });
@@ -278,14 +316,14 @@ _Pragma("omp simd")
         const int64_t i = r / s;
         const scalar_t* xr = xp + r * c;
         scalar_t* orow = op + r * c;
-        const scalar_t sv = sp != nullptr ? sp[r] : one;
+        const acc_t sv = sp != nullptr ? to_acc(sp[r]) : acc_t(1);
         if (gp != nullptr) {
           const scalar_t* gr = gp + i * c;
 _Pragma("omp simd")
-          for (int64_t k = 0; k < c; ++k) orow[k] = static_cast<scalar_t>(static_cast<scalar_t>(xr[k] * gr[k]) * sv);
+          for (int64_t k = 0; k < c; ++k) orow[k] = from_acc<scalar_t>(round_to<scalar_t>(to_acc(xr[k]) * to_acc(gr[k])) * sv);
         } else {
 _Pragma("omp simd")
-          for (int64_t k = 0; k < c; ++k) orow[k] = static_cast<scalar_t>(xr[k] * sv);
+          for (int64_t k = 0; k < c; ++k) orow[k] = from_acc<scalar_t>(to_acc(xr[k]) * sv);
         }
       }
     });
@@ -375,14 +413,14 @@ std::vector<Tensor> grad_stats(const Tensor& dy3, const Tensor& x3, const c10::o
             if (srow != nullptr) {
               _Pragma("omp simd reduction(+ : dgsum)")
               for (int64_t k = 0; k < sn; ++k) {
-                acc_t pr = static_cast<acc_t>(dr[k]) * static_cast<acc_t>(xr[k]);
+                acc_t pr = to_acc(dr[k]) * to_acc(xr[k]);
                 dq[k] += gv * pr;
                 dgsum += pr * srow[k];
               }
             } else {
               _Pragma("omp simd reduction(+ : dgsum)")
               for (int64_t k = 0; k < sn; ++k) {
-                acc_t pr = static_cast<acc_t>(dr[k]) * static_cast<acc_t>(xr[k]);
+                acc_t pr = to_acc(dr[k]) * to_acc(xr[k]);
                 dq[k] += gv * pr;
                 dgsum += pr;
               }
@@ -400,14 +438,14 @@ std::vector<Tensor> grad_stats(const Tensor& dy3, const Tensor& x3, const c10::o
             if (dgrow != nullptr) {
               _Pragma("omp simd reduction(+ : dssum)")
               for (int64_t ch = 0; ch < c; ++ch) {
-                acc_t pr = static_cast<acc_t>(dr[ch]) * static_cast<acc_t>(xr[ch]);
+                acc_t pr = to_acc(dr[ch]) * to_acc(xr[ch]);
                 dssum += (grow != nullptr ? grow[ch] : acc_t(1)) * pr;
                 dgrow[ch] += pr * sv;
               }
             } else {
               _Pragma("omp simd reduction(+ : dssum)")
               for (int64_t ch = 0; ch < c; ++ch) {
-                acc_t pr = static_cast<acc_t>(dr[ch]) * static_cast<acc_t>(xr[ch]);
+                acc_t pr = to_acc(dr[ch]) * to_acc(xr[ch]);
                 dssum += (grow != nullptr ? grow[ch] : acc_t(1)) * pr;
               }
             }
@@ -479,10 +517,10 @@ Tensor grad_input(const Tensor& dy3, const c10::optional<Tensor>& s_opt, const c
           const int64_t* irow = is != nullptr ? is + i * s : nullptr;
           _Pragma("omp simd")
           for (int64_t j = 0; j < s; ++j) {
-            acc_t d = static_cast<acc_t>(dr[j]) * (srow != nullptr ? srow[j] : acc_t(1));
+            acc_t d = to_acc(dr[j]) * (srow != nullptr ? srow[j] : acc_t(1));
             if (arow != nullptr) d += arow[j] * inv_c;
             if (mrow != nullptr) d += irow[j] == ch ? mrow[j] : acc_t(0);
-            orow[j] = static_cast<scalar_t>(d * gv + base);
+            orow[j] = from_acc<scalar_t>(d * gv + base);
           }
           if (pmax != nullptr) {
             const int64_t j = ic[r];
@@ -502,8 +540,8 @@ Tensor grad_input(const Tensor& dy3, const c10::optional<Tensor>& s_opt, const c
           const acc_t* brow = pavg != nullptr ? pavg + i * c : nullptr;
           _Pragma("omp simd")
           for (int64_t ch = 0; ch < c; ++ch) {
-            acc_t d = static_cast<acc_t>(dr[ch]) * sv + av;
-            orow[ch] = static_cast<scalar_t>(d * (grow != nullptr ? grow[ch] : acc_t(1)) +
+            acc_t d = to_acc(dr[ch]) * sv + av;
+            orow[ch] = from_acc<scalar_t>(d * (grow != nullptr ? grow[ch] : acc_t(1)) +
                                              (brow != nullptr ? brow[ch] * inv_s : acc_t(0)));
           }
           if (mmax != nullptr) {  // the channel max's share at this position
@@ -716,26 +754,36 @@ Tensor conv_same_weight_grad(const Tensor& maps, const Tensor& grad, c10::IntArr
 template <typename T>
 void mlp_logits_kernel(const T* zp, int64_t p, int64_t n, int64_t c, int64_t hid, const T* w1p,
                        const T* b1p, const T* w2p, const T* b2p, Act act, T* lp) {
-  at::parallel_for(0, n, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, p * c * hid)), [&](int64_t b, int64_t e) {
-    std::vector<T> hsum(hid);
-    for (int64_t i = b; i < e; ++i) {
-      std::fill(hsum.begin(), hsum.end(), T(0));
-      for (int64_t q = 0; q < p; ++q) {
-        const T* z = zp + (q * n + i) * c;
-        for (int64_t j = 0; j < hid; ++j) {
-          const T* wr = w1p + j * c;
+  std::vector<T> hsum(n * hid);  // sum_p act(h_p), (N, hidden)
+  // layer 1, split over the hidden units (each thread reads its rows of W1 once)
+  at::parallel_for(0, hid, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p * n * c)), [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      const T* wr = w1p + j * c;
+      const T bias = b1p != nullptr ? b1p[j] : T(0);
+      for (int64_t i = 0; i < n; ++i) {
+        T acc = 0;
+        for (int64_t q = 0; q < p; ++q) {
+          const T* z = zp + (q * n + i) * c;
           T sum = 0;
           _Pragma("omp simd reduction(+ : sum)")
           for (int64_t k = 0; k < c; ++k) sum += wr[k] * z[k];
-          hsum[j] += act_value(act, sum + (b1p != nullptr ? b1p[j] : T(0)));
+          acc += act_value(act, sum + bias);
         }
+        hsum[i * hid + j] = acc;
       }
-      for (int64_t k = 0; k < c; ++k) {
-        const T* wr = w2p + k * hid;
+    }
+  });
+  // layer 2, split over the output channels
+  at::parallel_for(0, c, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n * hid)), [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      const T* wr = w2p + k * hid;
+      const T bias = b2p != nullptr ? static_cast<T>(p) * b2p[k] : T(0);
+      for (int64_t i = 0; i < n; ++i) {
+        const T* hr = hsum.data() + i * hid;
         T sum = 0;
         _Pragma("omp simd reduction(+ : sum)")
-        for (int64_t j = 0; j < hid; ++j) sum += wr[j] * hsum[j];
-        lp[i * c + k] = sum + (b2p != nullptr ? static_cast<T>(p) * b2p[k] : T(0));
+        for (int64_t j = 0; j < hid; ++j) sum += wr[j] * hr[j];
+        lp[i * c + k] = sum + bias;
       }
     }
   });
