@@ -101,24 +101,50 @@ void global_pools_kernel(const scalar_t* xp, int64_t n, int64_t c, int64_t s, bo
         acc_t sum = 0;
         acc_t m = -std::numeric_limits<acc_t>::infinity();
         int64_t im = 0;
-        if (ip != nullptr) {
-          m = to_acc(row[0]);
-          for (int64_t j = 0; j < s; ++j) {
-            acc_t v = to_acc(row[j]);
-            sum += v;
-            if (max_update(v, m)) { m = v; im = j; }
-          }
-        } else {
+        if (ip == nullptr) {
 _Pragma("omp simd reduction(+ : sum) reduction(max : m)")
           for (int64_t j = 0; j < s; ++j) {
             acc_t v = to_acc(row[j]);
             sum += v;
             m = v > m ? v : m;
           }
-          if (std::isnan(sum)) {  // rare: restore NaN propagation of the max
-            for (int64_t j = 0; j < s; ++j) {
-              if (std::isnan(to_acc(row[j]))) { m = to_acc(row[j]); break; }
+        } else {  // max and argmax per lane (branch-free, vectorised), then across lanes
+          constexpr int64_t lanes = 8;
+          acc_t lsum[lanes], lm[lanes];
+          int32_t li[lanes];
+          for (int64_t l = 0; l < lanes; ++l) { lsum[l] = 0; lm[l] = -std::numeric_limits<acc_t>::infinity(); li[l] = 0; }
+          const int64_t full = s - s % lanes;
+          for (int64_t j = 0; j < full; j += lanes) {
+_Pragma("omp simd")
+            for (int64_t l = 0; l < lanes; ++l) {
+              const acc_t v = to_acc(row[j + l]);
+              lsum[l] += v;
+              const bool upd = v > lm[l];
+              lm[l] = upd ? v : lm[l];
+              li[l] = upd ? static_cast<int32_t>(j + l) : li[l];
             }
+          }
+          for (int64_t j = full; j < s; ++j) {
+            const acc_t v = to_acc(row[j]);
+            lsum[j - full] += v;
+            if (v > lm[j - full]) { lm[j - full] = v; li[j - full] = static_cast<int32_t>(j); }
+          }
+          im = s;  // the first position among the lanes holding the max
+          for (int64_t l = 0; l < lanes; ++l) {
+            sum += lsum[l];
+            if (lm[l] > m) m = lm[l];
+          }
+          for (int64_t l = 0; l < lanes; ++l) {
+            if (lm[l] == m && li[l] < im) im = li[l];
+          }
+          if (im == s) im = 0;  // every value -inf
+        }
+        if (std::isnan(sum)) {  // rare (a NaN, or inf - inf): the first NaN is the max
+          m = to_acc(row[0]);
+          im = 0;
+          for (int64_t j = 0; j < s; ++j) {
+            acc_t v = to_acc(row[j]);
+            if (max_update(v, m)) { m = v; im = j; }
           }
         }
         if (ap != nullptr) ap[r] = sum / static_cast<acc_t>(s);
@@ -204,7 +230,7 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
     const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(c * std::min(s, sblock), 1));
     at::parallel_for(0, n * nblocks, grain, [&](int64_t b, int64_t e) {
       acc_t sum[sblock], m[sblock], y[sblock];
-      int64_t im[sblock];
+      int32_t im[sblock];
       for (int64_t t = b; t < e; ++t) {
         const int64_t i = t / nblocks, s0 = (t % nblocks) * sblock, sn = std::min(sblock, s - s0);
         const scalar_t* base = xp + i * c * s + s0;
@@ -214,15 +240,20 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
         for (int64_t ch = 0; ch < c; ++ch) {
           const acc_t gv = gp != nullptr ? to_acc(gp[i * c + ch]) : acc_t(1);
           const scalar_t* row = base + ch * s;
-          if (ip != nullptr) {
-            for (int64_t k = 0; k < sn; ++k) {
-              acc_t y = round_to<scalar_t>(to_acc(row[k]) * gv);
-              sum[k] += y;
-              if (ch == 0 || max_update(y, m[k])) { m[k] = y; im[k] = ch; }
-            }
-          } else {  // two simple loops vectorise where one fused loop does not (bfloat16)
+          // two simple loops vectorise where one fused loop does not (bfloat16)
 _Pragma("omp simd")
-            for (int64_t k = 0; k < sn; ++k) y[k] = round_to<scalar_t>(to_acc(row[k]) * gv);
+          for (int64_t k = 0; k < sn; ++k) y[k] = round_to<scalar_t>(to_acc(row[k]) * gv);
+          if (ip != nullptr) {
+            const int32_t chi = static_cast<int32_t>(ch);
+_Pragma("omp simd")
+            for (int64_t k = 0; k < sn; ++k) {
+              sum[k] += y[k];
+              // max_update without branches; m starts at -inf, so channel 0 always sets it
+              const bool upd = (y[k] > m[k] || y[k] != y[k]) && m[k] == m[k];
+              m[k] = upd ? y[k] : m[k];
+              im[k] = upd ? chi : im[k];
+            }
+          } else {
 _Pragma("omp simd")
             for (int64_t k = 0; k < sn; ++k) {
               sum[k] += y[k];
@@ -504,22 +535,20 @@ Tensor grad_input(const Tensor& dy3, const c10::optional<Tensor>& s_opt, const c
     const int64_t* ic = def(idx_c_opt) ? idx_c_opt->const_data_ptr<int64_t>() : nullptr;
     const acc_t inv_c = acc_t(1) / static_cast<acc_t>(c), inv_s = acc_t(1) / static_cast<acc_t>(s);
     if (ncs) {
+      // absent terms as rows of ones / zeros, so the loop has no branch and vectorises
+      const std::vector<acc_t> ones(sp == nullptr ? s : 0, acc_t(1)), zeros(mavg == nullptr ? s : 0, acc_t(0));
       at::parallel_for(0, n * c, std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
         for (int64_t r = b; r < e; ++r) {
-          const int64_t i = r / c, ch = r % c;
+          const int64_t i = r / c;
           const scalar_t* dr = dp + r * s;
           scalar_t* orow = xp + r * s;
           const acc_t gv = gp != nullptr ? gp[r] : acc_t(1);
           const acc_t base = pavg != nullptr ? pavg[r] * inv_s : acc_t(0);
-          const acc_t* srow = sp != nullptr ? sp + i * s : nullptr;
-          const acc_t* arow = mavg != nullptr ? mavg + i * s : nullptr;
-          const acc_t* mrow = mmax != nullptr ? mmax + i * s : nullptr;
-          const int64_t* irow = is != nullptr ? is + i * s : nullptr;
+          const acc_t* srow = sp != nullptr ? sp + i * s : ones.data();
+          const acc_t* arow = mavg != nullptr ? mavg + i * s : zeros.data();
           _Pragma("omp simd")
           for (int64_t j = 0; j < s; ++j) {
-            acc_t d = to_acc(dr[j]) * (srow != nullptr ? srow[j] : acc_t(1));
-            if (arow != nullptr) d += arow[j] * inv_c;
-            if (mrow != nullptr) d += irow[j] == ch ? mrow[j] : acc_t(0);
+            const acc_t d = to_acc(dr[j]) * srow[j] + arow[j] * inv_c;
             orow[j] = from_acc<scalar_t>(d * gv + base);
           }
           if (pmax != nullptr) {
@@ -528,6 +557,17 @@ Tensor grad_input(const Tensor& dy3, const c10::optional<Tensor>& s_opt, const c
           }
         }
       });
+      if (mmax != nullptr) {  // the channel max's share: one channel per position
+        at::parallel_for(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) {
+            for (int64_t j = 0; j < s; ++j) {
+              const int64_t ch = is[i * s + j];
+              scalar_t* o = xp + (i * c + ch) * s + j;
+              *o = static_cast<scalar_t>(static_cast<acc_t>(*o) + mmax[i * s + j] * (gp != nullptr ? gp[i * c + ch] : acc_t(1)));
+            }
+          }
+        });
+      }
     } else {
       at::parallel_for(0, n * s, std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
         for (int64_t r = b; r < e; ++r) {
@@ -622,39 +662,100 @@ Geometry geometry(c10::IntArrayRef spatial, c10::IntArrayRef kernel) {
   return {sz[0], sz[1], sz[2], k[0], k[1], k[2]};
 }
 
-// in (N, cin, S), w (cout, cin, taps), out (N, cout, S) zero-filled here; flip: use
-// w[i, o, reversed taps] instead (the input gradient: a correlation with the flipped kernel)
+// in (N, cin, S), w (cout, cin, taps), out (N, cout, S); flip: use w[i, o, reversed taps]
+// instead (the input gradient: a correlation with the flipped kernel). The input is copied
+// once into zero-padded planes, so every tap is one pass over a contiguous stretch of a
+// plane (rows at the padded pitch; the few columns between rows are computed and dropped):
+// long vectorised loops with no bounds, even for maps a few pixels wide.
+struct Padded {
+  int64_t tp, hp, wp, plane, len;  // padded sizes, plane = hp * wp, len = outputs' stretch
+};
+
+Padded padded(const Geometry& g) {
+  const int64_t tp = g.t + g.kt - 1, hp = g.h + g.kh - 1, wp = g.w + g.kw - 1;
+  return {tp, hp, wp, hp * wp, (g.h - 1) * wp + g.w};
+}
+
+// (N*C, T, H, W) -> zero-padded (N*C, Tp, Hp, Wp)
+template <typename T>
+std::vector<T> pad_planes(const T* in, int64_t nc, const Geometry& g, const Padded& p) {
+  std::vector<T> out(nc * p.tp * p.plane, T(0));
+  const int64_t rows = nc * g.t * g.h;
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, g.w)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t hh = r % g.h, tt = (r / g.h) % g.t, q = r / (g.h * g.t);
+      T* dst = out.data() + (q * p.tp + tt + g.kt / 2) * p.plane + (hh + g.kh / 2) * p.wp + g.kw / 2;
+      std::copy(in + r * g.w, in + (r + 1) * g.w, dst);
+    }
+  });
+  return out;
+}
+
 template <typename T>
 void conv_same_loop(const T* in, const T* w, T* out, int64_t n, int64_t cin, int64_t cout,
                     const Geometry& g, bool flip) {
-  const int64_t taps = g.taps(), hw = g.h * g.w, s = g.s();
-  const int64_t rows = n * cout * g.t * g.h;
-  const int64_t work = std::max<int64_t>(1, cin * taps * g.w);
-  at::parallel_for(0, rows, std::max<int64_t>(1, 32768 / work), [&](int64_t b, int64_t e) {
+  const Padded p = padded(g);
+  const std::vector<T> pad = pad_planes(in, n * cin, g, p);
+  const int64_t taps = g.taps();
+  const int64_t work = std::max<int64_t>(1, cin * taps * p.len);
+  at::parallel_for(0, n * cout * g.t, std::max<int64_t>(1, 65536 / work), [&](int64_t b, int64_t e) {
+    std::vector<T> acc(p.len);
     for (int64_t r = b; r < e; ++r) {
-      const int64_t hh = r % g.h, tt = (r / g.h) % g.t, o = (r / (g.h * g.t)) % cout, i0 = r / (g.h * g.t * cout);
-      T* orow = out + r * g.w;
-      std::fill(orow, orow + g.w, T(0));
+      const int64_t tt = r % g.t, o = (r / g.t) % cout, i0 = r / (g.t * cout);
+      std::fill(acc.begin(), acc.end(), T(0));
+      T* ap = acc.data();
       for (int64_t ci = 0; ci < cin; ++ci) {
         const T* wk = flip ? w + (ci * cout + o) * taps : w + (o * cin + ci) * taps;
         for (int64_t a = 0; a < g.kt; ++a) {
-          const int64_t ts = tt + a - g.kt / 2;
-          if (ts < 0 || ts >= g.t) continue;
+          const T* plane = pad.data() + ((i0 * cin + ci) * p.tp + tt + a) * p.plane;
           for (int64_t bb = 0; bb < g.kh; ++bb) {
-            const int64_t hs = hh + bb - g.kh / 2;
-            if (hs < 0 || hs >= g.h) continue;
-            const T* irow = in + (i0 * cin + ci) * s + ts * hw + hs * g.w;
             for (int64_t c = 0; c < g.kw; ++c) {
               const int64_t tap = (a * g.kh + bb) * g.kw + c;
               const T wv = wk[flip ? taps - 1 - tap : tap];
-              const int64_t sh = c - g.kw / 2;
-              const int64_t lo = std::max<int64_t>(0, -sh), hi = std::min<int64_t>(g.w, g.w - sh);
+              const T* src = plane + bb * p.wp + c;
               _Pragma("omp simd")
-              for (int64_t x = lo; x < hi; ++x) orow[x] += wv * irow[x + sh];
+              for (int64_t j = 0; j < p.len; ++j) ap[j] += wv * src[j];
             }
           }
         }
       }
+      T* orow = out + r * g.h * g.w;
+      for (int64_t hh = 0; hh < g.h; ++hh) std::copy(ap + hh * p.wp, ap + hh * p.wp + g.w, orow + hh * g.w);
+    }
+  });
+}
+
+// dw[o, i, a, b, c] = sum_n sum_pos grad[n, o, pos] * in[n, i, pos + tap - pad]; grad and in
+// as in conv_same_loop (dw (cout, cin, taps) is overwritten)
+template <typename T>
+void conv_same_weight_grad_loop(const T* in, const T* grad, T* dw, int64_t n, int64_t cin, int64_t cout,
+                                const Geometry& g) {
+  const Padded p = padded(g);
+  const std::vector<T> pad = pad_planes(in, n * cin, g, p);
+  // the gradient at the padded pitch, zero in the columns between rows
+  std::vector<T> gp(n * cout * g.t * p.len, T(0));
+  for (int64_t r = 0; r < n * cout * g.t * g.h; ++r) {
+    const int64_t hh = r % g.h, q = r / g.h;
+    std::copy(grad + r * g.w, grad + (r + 1) * g.w, gp.data() + q * p.len + hh * p.wp);
+  }
+  const int64_t taps = g.taps();
+  at::parallel_for(0, cout * cin * taps, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, n * g.t * p.len)),
+                   [&](int64_t b, int64_t e) {
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t tap = task % taps, ci = (task / taps) % cin, o = task / (taps * cin);
+      const int64_t c = tap % g.kw, bb = (tap / g.kw) % g.kh, a = tap / (g.kw * g.kh);
+      T total = 0;
+      for (int64_t i0 = 0; i0 < n; ++i0) {
+        for (int64_t tt = 0; tt < g.t; ++tt) {
+          const T* gr = gp.data() + ((i0 * cout + o) * g.t + tt) * p.len;
+          const T* src = pad.data() + ((i0 * cin + ci) * p.tp + tt + a) * p.plane + bb * p.wp + c;
+          T sum = 0;
+          _Pragma("omp simd reduction(+ : sum)")
+          for (int64_t j = 0; j < p.len; ++j) sum += gr[j] * src[j];
+          total += sum;
+        }
+      }
+      dw[task] = total;
     }
   });
 }
@@ -708,41 +809,8 @@ Tensor conv_same_weight_grad(const Tensor& maps, const Tensor& grad, c10::IntArr
   Tensor dw = at::zeros(shape, maps.options());
   if (maps.numel() == 0) return dw;
   AT_DISPATCH_FLOATING_TYPES(maps.scalar_type(), "conv_same_weight_grad", [&] {
-    const scalar_t* ip = in.const_data_ptr<scalar_t>();
-    const scalar_t* gp = gr.const_data_ptr<scalar_t>();
-    scalar_t* wp = dw.mutable_data_ptr<scalar_t>();
-    const int64_t hw = g.h * g.w, s = g.s();
-    const int64_t tasks = cout * cin * g.kt * g.kh;  // one task: kw taps of one (o, i, a, b)
-    at::parallel_for(0, tasks, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, n * s * g.kw)), [&](int64_t b, int64_t e) {
-      std::vector<scalar_t> acc(g.kw);
-      for (int64_t task = b; task < e; ++task) {
-        const int64_t bb = task % g.kh, a = (task / g.kh) % g.kt, ci = (task / (g.kh * g.kt)) % cin,
-                      o = task / (g.kh * g.kt * cin);
-        std::fill(acc.begin(), acc.end(), scalar_t(0));
-        for (int64_t i0 = 0; i0 < n; ++i0) {
-          for (int64_t tt = 0; tt < g.t; ++tt) {
-            const int64_t ts = tt + a - g.kt / 2;
-            if (ts < 0 || ts >= g.t) continue;
-            for (int64_t hh = 0; hh < g.h; ++hh) {
-              const int64_t hs = hh + bb - g.kh / 2;
-              if (hs < 0 || hs >= g.h) continue;
-              const scalar_t* grow = gp + (i0 * cout + o) * s + tt * hw + hh * g.w;
-              const scalar_t* irow = ip + (i0 * cin + ci) * s + ts * hw + hs * g.w;
-              for (int64_t c = 0; c < g.kw; ++c) {
-                const int64_t sh = c - g.kw / 2;
-                const int64_t lo = std::max<int64_t>(0, -sh), hi = std::min<int64_t>(g.w, g.w - sh);
-                scalar_t sum = 0;
-                _Pragma("omp simd reduction(+ : sum)")
-                for (int64_t x = lo; x < hi; ++x) sum += grow[x] * irow[x + sh];
-                acc[c] += sum;
-              }
-            }
-          }
-        }
-        scalar_t* out = wp + ((o * cin + ci) * g.kt + a) * g.kh * g.kw + bb * g.kw;
-        for (int64_t c = 0; c < g.kw; ++c) out[c] = acc[c];
-      }
-    });
+    conv_same_weight_grad_loop<scalar_t>(in.const_data_ptr<scalar_t>(), gr.const_data_ptr<scalar_t>(),
+                                         dw.mutable_data_ptr<scalar_t>(), n, cin, cout, g);
   });
   return dw;
 }
@@ -926,6 +994,326 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
   return out;
 }
 
+// ------------------------------------------------------------ a whole block, training
+// f'(h) given h and z = f(h), as excite.kernels.activations' backward rows.
+template <typename T>
+inline T act_grad(Act a, T h, T z) {
+  switch (a) {
+    case Act::kRelu: return h > T(0) ? T(1) : T(0);
+    case Act::kSilu: {
+      const T sig = T(1) / (T(1) + std::exp(-h));
+      return sig * (T(1) + h * (T(1) - sig));
+    }
+    case Act::kGelu:
+      return T(0.5) * (T(1) + std::erf(h * T(0.70710678118654752440))) +
+             h * std::exp(T(-0.5) * h * h) * T(0.39894228040143267794);
+    case Act::kTanh: return T(1) - z * z;
+    case Act::kSigmoid: return z * (T(1) - z);
+    case Act::kHardSigmoid: return (h > T(-3) && h < T(3)) ? T(1) / T(6) : T(0);
+    case Act::kIdentity: return T(1);
+  }
+  return T(1);
+}
+
+struct BlockSpec {
+  bool channel, spatial;
+  int64_t pc, ps;               // descriptors of the channel MLP, maps of the spatial conv
+  int64_t avg_slot, max_slot;   // the spatial maps' order
+  Act act, gate;
+};
+
+BlockSpec block_spec(bool has_channel, bool channel_avg, bool channel_max, const std::string& act,
+                     bool has_spatial, bool avg_first, bool spatial_avg, bool spatial_max, const std::string& gate) {
+  BlockSpec b;
+  b.channel = has_channel;
+  b.spatial = has_spatial;
+  b.pc = static_cast<int64_t>(channel_avg) + static_cast<int64_t>(channel_max);
+  b.ps = static_cast<int64_t>(spatial_avg) + static_cast<int64_t>(spatial_max);
+  b.avg_slot = spatial_avg ? (avg_first || !spatial_max ? 0 : 1) : -1;
+  b.max_slot = spatial_max ? (spatial_avg ? 1 - b.avg_slot : 0) : -1;
+  b.act = has_channel ? parse_act(act) : Act::kIdentity;
+  b.gate = parse_act(gate);
+  TORCH_CHECK(!has_channel || b.pc > 0, "the channel gate needs a pool");
+  TORCH_CHECK(!has_spatial || b.ps > 0, "the spatial gate needs a map");
+  return b;
+}
+
+// Training forward of a block (as block_forward, with what the backward needs):
+//   returns {out, pooled (Pc, N, C), h (Pc, N, hidden), logits (N, C), g (N, C), idx_c (N, C),
+//            maps (N, Ps, S), conv (N, S), s (N, S), idx_s (N, S)}
+// small tensors in the opmath dtype (maps rounded to x's dtype first, as the reference
+// path's F' is a tensor of x's dtype); absent parts are undefined; idx_* only with
+// need_index (argmax positions of the max pools, for their gradient).
+std::vector<Tensor> block_train_forward(
+    const Tensor& x3, const Tensor& out3, c10::IntArrayRef spatial, const c10::optional<Tensor>& w1_,
+    const c10::optional<Tensor>& b1_, const c10::optional<Tensor>& w2_, const c10::optional<Tensor>& b2_,
+    bool channel_avg, bool channel_max, const std::string& act, const c10::optional<Tensor>& weight_,
+    const c10::optional<Tensor>& scale, const c10::optional<Tensor>& shift, bool avg_first, bool spatial_avg,
+    bool spatial_max, const std::string& gate, bool need_index) {
+  check3(x3, "x");
+  TORCH_CHECK(out3.sizes() == x3.sizes() && out3.strides() == x3.strides(), "out must be laid out as x");
+  const BlockSpec spec = block_spec(w1_.has_value() && w1_->defined(), channel_avg, channel_max, act,
+                                    weight_.has_value() && weight_->defined(), avg_first, spatial_avg, spatial_max, gate);
+  const int64_t n = x3.size(0), c = x3.size(1), s = x3.size(2);
+  const auto acc = at::toOpMathType(x3.scalar_type());
+  auto opts = x3.options().dtype(acc);
+  const bool ncs = is_ncs(x3);
+  Tensor pooled, h, logits, g, idx_c, maps, conv, sg, idx_s;
+  if (spec.channel) {
+    Tensor w1 = as_small(w1_, acc), b1 = as_small(b1_, acc), w2 = as_small(w2_, acc), b2 = as_small(b2_, acc);
+    const int64_t hid = w1.size(0);
+    pooled = at::empty({spec.pc, n, c}, opts);
+    if (channel_max && need_index) idx_c = at::empty({n, c}, x3.options().dtype(at::kLong));
+    logits = at::empty({n, c}, opts);
+    g = at::empty({n, c}, opts);
+    if (n > 0) {
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x3.scalar_type(), "block_train_forward", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        acc_t* pp = pooled.mutable_data_ptr<acc_t>();
+        global_pools_kernel<scalar_t, acc_t>(x3.const_data_ptr<scalar_t>(), n, c, s, ncs,
+                                             channel_avg ? pp : nullptr,
+                                             channel_max ? pp + (spec.pc - 1) * n * c : nullptr,
+                                             idx_c.defined() ? idx_c.mutable_data_ptr<int64_t>() : nullptr);
+      });
+    }
+    h = at::matmul(pooled, w1.t());
+    if (b1.defined()) h.add_(b1);
+    Tensor zsum = at::zeros({n, hid}, opts);
+    AT_DISPATCH_FLOATING_TYPES(acc, "mlp", [&] {
+      const scalar_t* hp = h.const_data_ptr<scalar_t>();
+      scalar_t* zp = zsum.mutable_data_ptr<scalar_t>();
+      for (int64_t q = 0; q < spec.pc; ++q)
+        for (int64_t i = 0; i < n * hid; ++i) zp[i] += act_value(spec.act, hp[q * n * hid + i]);
+    });
+    logits = at::matmul(zsum, w2.t());
+    if (b2.defined()) logits.add_(b2, static_cast<double>(spec.pc));
+    logits = logits.contiguous();
+    AT_DISPATCH_FLOATING_TYPES(acc, "gate", [&] {
+      const scalar_t* lp = logits.const_data_ptr<scalar_t>();
+      scalar_t* gp = g.mutable_data_ptr<scalar_t>();
+      for (int64_t i = 0; i < n * c; ++i) gp[i] = act_value(spec.gate, lp[i]);
+    });
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x3.scalar_type(), "block_train_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x3.const_data_ptr<scalar_t>();
+    std::vector<scalar_t> gx;  // g rounded to x's dtype (empty: 1)
+    if (spec.channel) {
+      gx.resize(n * c);
+      const acc_t* gp = g.const_data_ptr<acc_t>();
+      for (int64_t i = 0; i < n * c; ++i) gx[i] = from_acc<scalar_t>(gp[i]);
+    }
+    std::vector<scalar_t> sx;
+    if (spec.spatial) {
+      Tensor weight = as_small(weight_, acc);
+      TORCH_CHECK(weight.size(0) == 1 && weight.size(1) == spec.ps, "weight must be (1, P, *k) for P maps");
+      maps = at::empty({n, spec.ps, s}, opts);
+      if (spec.max_slot >= 0 && need_index) idx_s = at::empty({n, s}, x3.options().dtype(at::kLong));
+      conv = at::empty({n, s}, opts);
+      sg = at::empty({n, s}, opts);
+      if (n > 0) {
+        acc_t* mp = maps.mutable_data_ptr<acc_t>();
+        int64_t* ip = idx_s.defined() ? idx_s.mutable_data_ptr<int64_t>() : nullptr;
+        const scalar_t* gxp = gx.empty() ? nullptr : gx.data();
+        if (std::is_same<scalar_t, acc_t>::value) {
+          gated_channel_pools_kernel<scalar_t, acc_t>(xp, gxp, n, c, s, ncs, spec.ps, spec.avg_slot, spec.max_slot, mp, ip);
+        } else {  // maps of x's dtype, as F' is
+          std::vector<scalar_t> mx(n * spec.ps * s);
+          gated_channel_pools_kernel<scalar_t, scalar_t>(xp, gxp, n, c, s, ncs, spec.ps, spec.avg_slot, spec.max_slot,
+                                                         mx.data(), ip);
+          for (int64_t i = 0; i < n * spec.ps * s; ++i) mp[i] = to_acc(mx[i]);
+        }
+        const Geometry geo = geometry(spatial, weight.sizes().slice(2));
+        acc_t* cp = conv.mutable_data_ptr<acc_t>();
+        conv_same_loop<acc_t>(mp, weight.const_data_ptr<acc_t>(), cp, n, spec.ps, 1, geo, false);
+        const acc_t a = static_cast<acc_t>(scalar_of(scale, 1.0)), b = static_cast<acc_t>(scalar_of(shift, 0.0));
+        acc_t* sp = sg.mutable_data_ptr<acc_t>();
+        sx.resize(n * s);
+        for (int64_t i = 0; i < n * s; ++i) {
+          sp[i] = act_value(spec.gate, cp[i] * a + b);
+          sx[i] = from_acc<scalar_t>(sp[i]);
+        }
+      }
+    }
+    if (n > 0) {
+      apply_kernel<scalar_t>(xp, gx.empty() ? nullptr : gx.data(), sx.empty() ? nullptr : sx.data(),
+                             out3.mutable_data_ptr<scalar_t>(), n, c, s, ncs);
+    }
+  });
+  return {out3, pooled, h, logits, g, idx_c, maps, conv, sg, idx_s};
+}
+
+// sum_s x[n, c, s] * (dmap_avg[n, s] / C + [c == idx[n, s]] * dmap_max[n, s]): the part of
+// dL/dM_c that flows through the spatial module's maps of F' = x * M_c, in one pass over x.
+Tensor maps_grad_dot(const Tensor& x3, const Tensor& dmaps, int64_t avg_slot, int64_t max_slot, const Tensor& idx) {
+  const int64_t n = x3.size(0), c = x3.size(1), s = x3.size(2), p = dmaps.size(1);
+  const auto acc = at::toOpMathType(x3.scalar_type());
+  Tensor out = at::zeros({n, c}, x3.options().dtype(acc));
+  if (x3.numel() == 0) return out;
+  const bool ncs = is_ncs(x3);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x3.scalar_type(), "maps_grad_dot", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* xp = x3.const_data_ptr<scalar_t>();
+    const acc_t* dp = dmaps.const_data_ptr<acc_t>();
+    const int64_t* ip = max_slot >= 0 ? idx.const_data_ptr<int64_t>() : nullptr;
+    acc_t* op = out.mutable_data_ptr<acc_t>();
+    const acc_t inv_c = acc_t(1) / static_cast<acc_t>(c);
+    if (ncs) {
+      at::parallel_for(0, n * c, std::max<int64_t>(1, 16384 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r) {
+          const int64_t i = r / c;
+          const scalar_t* xr = xp + r * s;
+          const acc_t* da = avg_slot >= 0 ? dp + (i * p + avg_slot) * s : nullptr;
+          acc_t sum = 0;
+          if (da != nullptr) {
+            _Pragma("omp simd reduction(+ : sum)")
+            for (int64_t j = 0; j < s; ++j) sum += to_acc(xr[j]) * da[j];
+            sum *= inv_c;
+          }
+          op[r] = sum;
+        }
+      });
+      if (max_slot >= 0) {  // the max map: x at each position's argmax channel
+        at::parallel_for(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) {
+            const acc_t* dm = dp + (i * p + max_slot) * s;
+            const int64_t* ir = ip + i * s;
+            for (int64_t j = 0; j < s; ++j) op[i * c + ir[j]] += to_acc(xp[(i * c + ir[j]) * s + j]) * dm[j];
+          }
+        });
+      }
+    } else {
+      at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          acc_t* orow = op + i * c;
+          for (int64_t j = 0; j < s; ++j) {
+            const scalar_t* xr = xp + (i * s + j) * c;
+            if (avg_slot >= 0) {
+              const acc_t w = dp[(i * p + avg_slot) * s + j] * inv_c;
+              _Pragma("omp simd")
+              for (int64_t k = 0; k < c; ++k) orow[k] += to_acc(xr[k]) * w;
+            }
+            if (max_slot >= 0) {
+              const int64_t k = ip[i * s + j];
+              orow[k] += to_acc(xr[k]) * dp[(i * p + max_slot) * s + j];
+            }
+          }
+        }
+      });
+    }
+  });
+  return out;
+}
+
+// Backward of block_train_forward. dy3 and x3 are (N, C, S) views of one layout; the saved
+// tensors as returned by the forward; weights as given to it. Returns {dx (x's dtype and
+// layout), dw1, db1, dw2, db2, dweight, dscale, dshift} in the opmath dtype (undefined where
+// absent or not needed: needs = {x, w1, b1, w2, b2, weight, scale, shift}).
+std::vector<Tensor> block_backward(
+    const Tensor& dy3, const Tensor& x3, c10::IntArrayRef spatial, const c10::optional<Tensor>& w1_,
+    const c10::optional<Tensor>& w2_, bool channel_avg, bool channel_max, const std::string& act,
+    const c10::optional<Tensor>& weight_, const c10::optional<Tensor>& scale, const c10::optional<Tensor>& shift,
+    bool avg_first, bool spatial_avg, bool spatial_max, const std::string& gate,
+    const c10::optional<Tensor>& pooled, const c10::optional<Tensor>& h, const c10::optional<Tensor>& logits,
+    const c10::optional<Tensor>& g, const c10::optional<Tensor>& idx_c, const c10::optional<Tensor>& maps,
+    const c10::optional<Tensor>& conv, const c10::optional<Tensor>& sg, const c10::optional<Tensor>& idx_s,
+    std::vector<bool> needs) {
+  TORCH_CHECK(needs.size() == 8, "needs has one flag per input: x, w1, b1, w2, b2, weight, scale, shift");
+  const BlockSpec spec = block_spec(w1_.has_value() && w1_->defined(), channel_avg, channel_max, act,
+                                    weight_.has_value() && weight_->defined(), avg_first, spatial_avg, spatial_max, gate);
+  const int64_t n = x3.size(0), c = x3.size(1), s = x3.size(2);
+  const auto acc = at::toOpMathType(x3.scalar_type());
+  auto opts = x3.options().dtype(acc);
+  const bool need_channel = spec.channel && (needs[0] || needs[1] || needs[2] || needs[3] || needs[4]);
+  // dL/dM_s (N, S) and the dy part of dL/dM_c (N, C) in one pass over dy and x
+  auto stats = grad_stats(dy3, x3, spec.channel ? c10::optional<Tensor>(*g) : c10::nullopt,
+                          spec.spatial ? c10::optional<Tensor>(*sg) : c10::nullopt, spec.spatial, need_channel);
+  Tensor dw1, db1, dw2, db2, dweight, dscale, dshift, dx, dmaps;
+  if (spec.spatial) {
+    Tensor weight = as_small(weight_, acc);
+    const bool affine = scale.has_value() && scale->defined();
+    Tensor dconv = at::empty({n, 1, s}, opts);
+    double dsc = 0, dsh = 0;
+    AT_DISPATCH_FLOATING_TYPES(acc, "spatial gate backward", [&] {
+      const scalar_t a = static_cast<scalar_t>(scalar_of(scale, 1.0)), b = static_cast<scalar_t>(scalar_of(shift, 0.0));
+      const scalar_t* dsp = stats[0].const_data_ptr<scalar_t>();
+      const scalar_t* cp = conv->const_data_ptr<scalar_t>();
+      const scalar_t* sp = sg->const_data_ptr<scalar_t>();
+      scalar_t* dp = dconv.mutable_data_ptr<scalar_t>();
+      scalar_t sum_sc = 0, sum_sh = 0;
+      for (int64_t i = 0; i < n * s; ++i) {
+        const scalar_t dpre = dsp[i] * act_grad(spec.gate, cp[i] * a + b, sp[i]);
+        sum_sc += dpre * cp[i];
+        sum_sh += dpre;
+        dp[i] = dpre * a;
+      }
+      dsc = sum_sc;
+      dsh = sum_sh;
+    });
+    if (affine && needs[6]) dscale = at::full(scale->sizes(), dsc, opts);
+    if (affine && needs[7]) dshift = at::full(shift->sizes(), dsh, opts);
+    std::vector<int64_t> shape = {n, 1};
+    shape.insert(shape.end(), spatial.begin(), spatial.end());
+    Tensor dconv_full = dconv.view(shape);
+    if (needs[5]) {
+      std::vector<int64_t> mshape = {n, spec.ps};
+      mshape.insert(mshape.end(), spatial.begin(), spatial.end());
+      dweight = conv_same_weight_grad(maps->view(mshape), dconv_full, weight.sizes().slice(2));
+    }
+    dmaps = conv_same_input_grad(dconv_full, weight).view({n, spec.ps, s});
+  }
+  Tensor dpooled;
+  if (need_channel) {
+    Tensor dg = stats[1];
+    if (spec.spatial) dg.add_(maps_grad_dot(x3, dmaps, spec.avg_slot, spec.max_slot,
+                                            idx_s.has_value() ? *idx_s : Tensor()));
+    Tensor w1 = as_small(w1_, acc), w2 = as_small(w2_, acc);
+    const int64_t hid = w1.size(0);
+    Tensor dlogits = at::empty({n, c}, opts), zsum = at::zeros({n, hid}, opts);
+    AT_DISPATCH_FLOATING_TYPES(acc, "mlp backward", [&] {
+      const scalar_t* dgp = dg.const_data_ptr<scalar_t>();
+      const scalar_t* lp = logits->const_data_ptr<scalar_t>();
+      const scalar_t* gp = g->const_data_ptr<scalar_t>();
+      scalar_t* dlp = dlogits.mutable_data_ptr<scalar_t>();
+      for (int64_t i = 0; i < n * c; ++i) dlp[i] = dgp[i] * act_grad(spec.gate, lp[i], gp[i]);
+      const scalar_t* hp = h->const_data_ptr<scalar_t>();
+      scalar_t* zp = zsum.mutable_data_ptr<scalar_t>();
+      for (int64_t q = 0; q < spec.pc; ++q)
+        for (int64_t i = 0; i < n * hid; ++i) zp[i] += act_value(spec.act, hp[q * n * hid + i]);
+    });
+    if (needs[3]) dw2 = at::mm(dlogits.t(), zsum);
+    if (needs[4]) db2 = dlogits.sum(0).mul_(static_cast<double>(spec.pc));
+    Tensor dz = at::mm(dlogits, w2);  // (N, hidden), the same for every descriptor
+    Tensor dh = at::empty({spec.pc, n, hid}, opts);
+    AT_DISPATCH_FLOATING_TYPES(acc, "act backward", [&] {
+      const scalar_t* dzp = dz.const_data_ptr<scalar_t>();
+      const scalar_t* hp = h->const_data_ptr<scalar_t>();
+      scalar_t* dhp = dh.mutable_data_ptr<scalar_t>();
+      for (int64_t q = 0; q < spec.pc; ++q)
+        for (int64_t i = 0; i < n * hid; ++i) {
+          const scalar_t hv = hp[q * n * hid + i];
+          dhp[q * n * hid + i] = dzp[i] * act_grad(spec.act, hv, act_value(spec.act, hv));
+        }
+    });
+    Tensor dh2 = dh.view({spec.pc * n, hid});
+    if (needs[1]) dw1 = at::mm(dh2.t(), pooled->view({spec.pc * n, c}));
+    if (needs[2]) db1 = dh2.sum(0);
+    if (needs[0]) dpooled = at::matmul(dh, w1);  // (Pc, N, C)
+  }
+  if (needs[0]) {
+    auto slot = [&](const Tensor& t, int64_t k) { return k >= 0 ? t.select(1, k).contiguous() : Tensor(); };
+    Tensor dmap_avg = spec.spatial ? slot(dmaps, spec.avg_slot) : Tensor();
+    Tensor dmap_max = spec.spatial ? slot(dmaps, spec.max_slot) : Tensor();
+    Tensor dpool_avg = (spec.channel && channel_avg) ? dpooled.select(0, 0).contiguous() : Tensor();
+    Tensor dpool_max = (spec.channel && channel_max) ? dpooled.select(0, spec.pc - 1).contiguous() : Tensor();
+    dx = grad_input(dy3, spec.spatial ? c10::optional<Tensor>(sg->view({n, s})) : c10::nullopt, dmap_avg, dmap_max,
+                    dmap_max.defined() ? c10::optional<Tensor>(*idx_s) : c10::nullopt,
+                    spec.channel ? c10::optional<Tensor>(*g) : c10::nullopt, dpool_avg, dpool_max,
+                    dpool_max.defined() ? c10::optional<Tensor>(*idx_c) : c10::nullopt);
+  }
+  return {dx, dw1, db1, dw2, db2, dweight, dscale, dshift};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -955,4 +1343,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"), py::arg("channel_avg"),
         py::arg("channel_max"), py::arg("act"), py::arg("weight"), py::arg("scale"), py::arg("shift"),
         py::arg("avg_first"), py::arg("spatial_avg"), py::arg("spatial_max"), py::arg("gate"));
+  m.def("block_train_forward", &block_train_forward, "a whole block's forward, keeping what its backward needs",
+        py::arg("x3"), py::arg("out3"), py::arg("spatial"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"),
+        py::arg("channel_avg"), py::arg("channel_max"), py::arg("act"), py::arg("weight"), py::arg("scale"),
+        py::arg("shift"), py::arg("avg_first"), py::arg("spatial_avg"), py::arg("spatial_max"), py::arg("gate"),
+        py::arg("need_index"));
+  m.def("block_backward", &block_backward, "a whole block's backward (dx and every weight gradient)",
+        py::arg("dy3"), py::arg("x3"), py::arg("spatial"), py::arg("w1"), py::arg("w2"), py::arg("channel_avg"),
+        py::arg("channel_max"), py::arg("act"), py::arg("weight"), py::arg("scale"), py::arg("shift"),
+        py::arg("avg_first"), py::arg("spatial_avg"), py::arg("spatial_max"), py::arg("gate"), py::arg("pooled"),
+        py::arg("h"), py::arg("logits"), py::arg("g"), py::arg("idx_c"), py::arg("maps"), py::arg("conv"),
+        py::arg("s"), py::arg("idx_s"), py::arg("needs"));
+  m.def("maps_grad_dot", &maps_grad_dot, "sum_s x * d(channel-pooled maps)/dF' in one pass over x",
+        py::arg("x3"), py::arg("dmaps"), py::arg("avg_slot"), py::arg("max_slot"), py::arg("idx"));
 }
