@@ -140,14 +140,14 @@ def test_empty_batch() -> None:
 def test_auto_picks_native_on_cpu_and_fused_under_compile() -> None:
     # inputs that need a gradient (training): the measured size rules
     x = torch.randn(2, 8, 4, 4, requires_grad=True)
-    big = torch.empty(2, 16, 64, 64, requires_grad=True)  # >= NATIVE_MIN_NUMEL
-    half = torch.empty(1, 1024, 32, 32, dtype=torch.bfloat16, requires_grad=True)  # >= CHANNEL_FUSED_MIN_NUMEL
-    assert big.numel() >= kernels._dispatch.NATIVE_MIN_NUMEL
+    big = torch.empty(2, 16, 64, 64, requires_grad=True)  # >= NATIVE_CHANNEL_MIN_NUMEL
+    half = torch.empty(1, 1024, 32, 32, dtype=torch.bfloat16, requires_grad=True)
+    assert x.numel() < kernels._dispatch.NATIVE_CHANNEL_MIN_NUMEL <= big.numel()
     assert kernels.resolve_impl("auto", big) == "native"
-    assert kernels.resolve_impl("auto", x) == "reference"  # small: per-call overhead decides
+    assert kernels.resolve_impl("auto", x) == "native"  # spatial blocks: every size
     assert kernels.resolve_impl("auto", half, kind="channel") == "native"
-    assert kernels.resolve_impl("auto", x, kind="channel") == "reference"
-    assert kernels.resolve_impl("auto", big, kind="channel") == "reference"  # float32 SE
+    assert kernels.resolve_impl("auto", big, kind="channel") == "native"
+    assert kernels.resolve_impl("auto", x, kind="channel") == "reference"  # small SE: call overhead decides
     # no gradient (inference): the one-call native block at every size and kind
     for t in (x, big, half):
         for kind in ("spatial", "channel"):

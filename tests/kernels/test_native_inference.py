@@ -212,7 +212,10 @@ def test_gradients_still_flow_through_the_autograd_functions(monkeypatch) -> Non
 
 
 # ------------------------------------------------------------------ the direct convolution
-@pytest.mark.parametrize("spatial, kernel", [((17,), (5,)), ((6, 9), (3, 7)), ((4, 5, 6), (3, 5, 3)), ((2, 3), (7, 7))])
+@pytest.mark.parametrize(
+    "spatial, kernel",
+    [((17,), (5,)), ((70,), (11,)), ((6, 9), (3, 7)), ((40, 37), (7, 7)), ((4, 5, 6), (3, 5, 3)), ((2, 3), (7, 7))],
+)
 @pytest.mark.parametrize("cin, cout", [(2, 1), (1, 2), (3, 2)])
 def test_conv_same_and_its_gradients_match_the_sums(spatial, kernel, cin, cout) -> None:
     """Forward against the sliding-window sum (kernels larger than the map included);
@@ -229,7 +232,32 @@ def test_conv_same_and_its_gradients_match_the_sums(spatial, kernel, cin, cout) 
     torch.testing.assert_close(
         mod.conv_same_weight_grad(maps.detach(), grad, list(kernel)), dw, rtol=1e-12, atol=1e-12
     )
-    # float32 too (the compute dtype of half inputs)
-    torch.testing.assert_close(
-        mod.conv_same(maps.detach().float(), w.detach().float()), want.detach().float(), rtol=1e-5, atol=1e-5
-    )
+    # float32 too (the compute dtype of half inputs; its own vectorised kernels)
+    m32, w32, g32 = maps.detach().float(), w.detach().float(), grad.float()
+    torch.testing.assert_close(mod.conv_same(m32, w32), want.detach().float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mod.conv_same_input_grad(g32, w32), dmaps.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mod.conv_same_weight_grad(m32, g32, list(kernel)), dw.float(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["se", "cam", "sam", "cbam", "cbam_official"])
+@pytest.mark.parametrize("shape", [(5, 12, 1, 1), (3, 12, 1), (2, 12, 2, 1, 3)])
+def test_one_position_and_tiny_maps_forward_and_backward(name, shape) -> None:
+    """S = 1 (a 1x1 map, where the NCS and channels-last memory coincide and the kernels
+    take the channels-last loops) and maps of a few positions: inference and training
+    against the reference path in float64."""
+    torch.manual_seed(0)
+    d = len(shape) - 2
+    module = CASES[name](d).double()
+    x = torch.randn(shape, dtype=torch.float64)
+    gy = torch.randn(shape, dtype=torch.float64)
+    results = {}
+    for impl in ("reference", "native"):
+        _with_impl(module, impl)
+        with torch.no_grad():
+            inference = module(x)
+        xx = x.clone().requires_grad_(True)
+        module.zero_grad()
+        module(xx).backward(gy)
+        results[impl] = [inference, xx.grad] + [p.grad.clone() for p in module.parameters()]
+    for got, want in zip(results["native"], results["reference"]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

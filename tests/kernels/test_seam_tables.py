@@ -95,7 +95,7 @@ def test_resolve_impl_and_conv_same_read_the_predicate(monkeypatch) -> None:
     frames = []
     real = ops._conv3d_by_frames
     monkeypatch.setattr(ops, "_conv3d_by_frames", lambda *a: frames.append(1) or real(*a))
-    native = "reference" if _native() else "fused"  # x needs a gradient, below NATIVE_MIN_NUMEL
+    native = "native" if _native() else "fused"  # a spatial block that needs a gradient
     for mode, impl, by_frames in [("eager", native, 1), ("compiling", "fused", 0),
                                   ("tracing", "reference", 0), ("observed", "reference", 0)]:
         monkeypatch.setattr(_dispatch, "execution_mode", lambda t, m=mode: m)

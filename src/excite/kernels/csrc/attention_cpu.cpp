@@ -21,6 +21,10 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <string>
 #include <type_traits>
@@ -33,7 +37,10 @@ namespace {
 
 using at::Tensor;
 
-bool is_ncs(const Tensor& x3) { return x3.stride(2) == 1 || x3.size(2) == 1; }
+// Which loop nest a (N, C, S) view takes: rows of S (NCS) or rows of C (NSC, channels-last).
+// With S == 1 both describe the same memory, and rows of C vectorise where rows of one
+// element do not.
+bool is_ncs(const Tensor& x3) { return x3.size(2) > 1 ? x3.stride(2) == 1 : x3.stride(1) != 1; }
 
 void check3(const Tensor& x3, const char* name) {
   TORCH_CHECK(x3.dim() == 3, name, " must be an (N, C, S) view, got ", x3.dim(), " dims");
@@ -101,7 +108,13 @@ void global_pools_kernel(const scalar_t* xp, int64_t n, int64_t c, int64_t s, bo
         acc_t sum = 0;
         acc_t m = -std::numeric_limits<acc_t>::infinity();
         int64_t im = 0;
-        if (ip == nullptr) {
+        if (ip == nullptr && s < 16) {  // short rows: a vectorised reduction costs more than it saves
+          for (int64_t j = 0; j < s; ++j) {
+            acc_t v = to_acc(row[j]);
+            sum += v;
+            m = v > m ? v : m;
+          }
+        } else if (ip == nullptr) {
 _Pragma("omp simd reduction(+ : sum) reduction(max : m)")
           for (int64_t j = 0; j < s; ++j) {
             acc_t v = to_acc(row[j]);
@@ -426,7 +439,7 @@ std::vector<Tensor> grad_stats(const Tensor& dy3, const Tensor& x3, const c10::o
     const acc_t* sp = has_s ? s_opt->const_data_ptr<acc_t>() : nullptr;
     acc_t* dsp = want_ds ? ds.mutable_data_ptr<acc_t>() : nullptr;
     acc_t* dgp = want_dg ? dg_part.mutable_data_ptr<acc_t>() : nullptr;
-    at::parallel_for(0, n * nblocks, 1, [&](int64_t b, int64_t e) {
+    at::parallel_for(0, n * nblocks, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, block * c)), [&](int64_t b, int64_t e) {
       std::vector<acc_t> dsl(block);
       for (int64_t t = b; t < e; ++t) {
         const int64_t i = t / nblocks, blk = t % nblocks, s0 = blk * block, sn = std::min(block, s - s0);
@@ -691,6 +704,50 @@ std::vector<T> pad_planes(const T* in, int64_t nc, const Geometry& g, const Padd
   return out;
 }
 
+// ap[j] = sum_q w[q] * base[offset[q] + j] for j < len: every tap of one output plane.
+template <typename T>
+void conv_taps(const T* base, const int64_t* offset, const T* w, int64_t k, T* ap, int64_t len) {
+  std::fill(ap, ap + len, T(0));
+  for (int64_t q = 0; q < k; ++q) {
+    const T wv = w[q];
+    const T* src = base + offset[q];
+    _Pragma("omp simd")
+    for (int64_t j = 0; j < len; ++j) ap[j] += wv * src[j];
+  }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// float with AVX2/FMA: 32 outputs in four registers across all taps, one load per
+// multiply-add (the generic loop loads and stores the accumulator for every tap)
+template <>
+void conv_taps<float>(const float* base, const int64_t* offset, const float* w, int64_t k, float* ap, int64_t len) {
+  int64_t j0 = 0;
+  for (; j0 + 32 <= len; j0 += 32) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (int64_t q = 0; q < k; ++q) {
+      const __m256 wv = _mm256_set1_ps(w[q]);
+      const float* src = base + offset[q] + j0;
+      a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src), a0);
+      a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src + 8), a1);
+      a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src + 16), a2);
+      a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(src + 24), a3);
+    }
+    _mm256_storeu_ps(ap + j0, a0);
+    _mm256_storeu_ps(ap + j0 + 8, a1);
+    _mm256_storeu_ps(ap + j0 + 16, a2);
+    _mm256_storeu_ps(ap + j0 + 24, a3);
+  }
+  if (j0 < len) {
+    std::fill(ap + j0, ap + len, 0.0f);
+    for (int64_t q = 0; q < k; ++q) {
+      const float wv = w[q];
+      const float* src = base + offset[q];
+      for (int64_t j = j0; j < len; ++j) ap[j] += wv * src[j];
+    }
+  }
+}
+#endif
+
 template <typename T>
 void conv_same_loop(const T* in, const T* w, T* out, int64_t n, int64_t cin, int64_t cout,
                     const Geometry& g, bool flip) {
@@ -698,32 +755,73 @@ void conv_same_loop(const T* in, const T* w, T* out, int64_t n, int64_t cin, int
   const std::vector<T> pad = pad_planes(in, n * cin, g, p);
   const int64_t taps = g.taps();
   const int64_t work = std::max<int64_t>(1, cin * taps * p.len);
+  // every (input channel, tap) as a weight and an offset into the padded planes of a sample
+  std::vector<T> wt(cout * cin * taps);
+  std::vector<int64_t> offset(cin * taps);
+  for (int64_t ci = 0; ci < cin; ++ci) {
+    for (int64_t tap = 0; tap < taps; ++tap) {
+      const int64_t c = tap % g.kw, bb = (tap / g.kw) % g.kh, a = tap / (g.kw * g.kh);
+      offset[ci * taps + tap] = (ci * p.tp + a) * p.plane + bb * p.wp + c;
+      for (int64_t o = 0; o < cout; ++o) {
+        wt[(o * cin + ci) * taps + tap] = flip ? w[(ci * cout + o) * taps + taps - 1 - tap] : w[(o * cin + ci) * taps + tap];
+      }
+    }
+  }
+  const int64_t k = cin * taps;
   at::parallel_for(0, n * cout * g.t, std::max<int64_t>(1, 65536 / work), [&](int64_t b, int64_t e) {
     std::vector<T> acc(p.len);
     for (int64_t r = b; r < e; ++r) {
       const int64_t tt = r % g.t, o = (r / g.t) % cout, i0 = r / (g.t * cout);
-      std::fill(acc.begin(), acc.end(), T(0));
+      const T* base = pad.data() + (i0 * cin * p.tp + tt) * p.plane;
+      const T* wo = wt.data() + o * k;
       T* ap = acc.data();
-      for (int64_t ci = 0; ci < cin; ++ci) {
-        const T* wk = flip ? w + (ci * cout + o) * taps : w + (o * cin + ci) * taps;
-        for (int64_t a = 0; a < g.kt; ++a) {
-          const T* plane = pad.data() + ((i0 * cin + ci) * p.tp + tt + a) * p.plane;
-          for (int64_t bb = 0; bb < g.kh; ++bb) {
-            for (int64_t c = 0; c < g.kw; ++c) {
-              const int64_t tap = (a * g.kh + bb) * g.kw + c;
-              const T wv = wk[flip ? taps - 1 - tap : tap];
-              const T* src = plane + bb * p.wp + c;
-              _Pragma("omp simd")
-              for (int64_t j = 0; j < p.len; ++j) ap[j] += wv * src[j];
-            }
-          }
-        }
-      }
+      conv_taps(base, offset.data(), wo, k, ap, p.len);
       T* orow = out + r * g.h * g.w;
       for (int64_t hh = 0; hh < g.h; ++hh) std::copy(ap + hh * p.wp, ap + hh * p.wp + g.w, orow + hh * g.w);
     }
   });
 }
+
+// out[c] += sum_j g[j] * src[j + c] for c < kw, j < len: kw neighbouring taps of the
+// weight gradient from one plane.
+template <typename T>
+void dot_shifts(const T* g, const T* src, int64_t len, int64_t kw, T* out) {
+  for (int64_t c = 0; c < kw; ++c) {
+    T sum = 0;
+    _Pragma("omp simd reduction(+ : sum)")
+    for (int64_t j = 0; j < len; ++j) sum += g[j] * src[j + c];
+    out[c] += sum;
+  }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// float with AVX2/FMA, up to 8 taps: each gradient vector is loaded once for all of them
+template <>
+void dot_shifts<float>(const float* g, const float* src, int64_t len, int64_t kw, float* out) {
+  if (kw > 8) {
+    for (int64_t c = 0; c < kw; ++c) {
+      float sum = 0;
+      for (int64_t j = 0; j < len; ++j) sum += g[j] * src[j + c];
+      out[c] += sum;
+    }
+    return;
+  }
+  __m256 acc[8];
+  for (int64_t c = 0; c < 8; ++c) acc[c] = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= len; j += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + j);
+    for (int64_t c = 0; c < kw; ++c) acc[c] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(src + j + c), acc[c]);
+  }
+  for (int64_t c = 0; c < kw; ++c) {
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc[c]);
+    float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+    for (int64_t jj = j; jj < len; ++jj) sum += g[jj] * src[jj + c];
+    out[c] += sum;
+  }
+}
+#endif
 
 // dw[o, i, a, b, c] = sum_n sum_pos grad[n, o, pos] * in[n, i, pos + tap - pad]; grad and in
 // as in conv_same_loop (dw (cout, cin, taps) is overwritten)
@@ -738,24 +836,22 @@ void conv_same_weight_grad_loop(const T* in, const T* grad, T* dw, int64_t n, in
     const int64_t hh = r % g.h, q = r / g.h;
     std::copy(grad + r * g.w, grad + (r + 1) * g.w, gp.data() + q * p.len + hh * p.wp);
   }
-  const int64_t taps = g.taps();
-  at::parallel_for(0, cout * cin * taps, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, n * g.t * p.len)),
+  const int64_t rows = cout * cin * g.kt * g.kh;  // one task: the kw taps of one (o, i, a, b)
+  at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, n * g.t * p.len * g.kw)),
                    [&](int64_t b, int64_t e) {
+    std::vector<T> total(g.kw);
     for (int64_t task = b; task < e; ++task) {
-      const int64_t tap = task % taps, ci = (task / taps) % cin, o = task / (taps * cin);
-      const int64_t c = tap % g.kw, bb = (tap / g.kw) % g.kh, a = tap / (g.kw * g.kh);
-      T total = 0;
+      const int64_t bb = task % g.kh, a = (task / g.kh) % g.kt, ci = (task / (g.kh * g.kt)) % cin,
+                    o = task / (g.kh * g.kt * cin);
+      std::fill(total.begin(), total.end(), T(0));
       for (int64_t i0 = 0; i0 < n; ++i0) {
         for (int64_t tt = 0; tt < g.t; ++tt) {
           const T* gr = gp.data() + ((i0 * cout + o) * g.t + tt) * p.len;
-          const T* src = pad.data() + ((i0 * cin + ci) * p.tp + tt + a) * p.plane + bb * p.wp + c;
-          T sum = 0;
-          _Pragma("omp simd reduction(+ : sum)")
-          for (int64_t j = 0; j < p.len; ++j) sum += gr[j] * src[j];
-          total += sum;
+          const T* src = pad.data() + ((i0 * cin + ci) * p.tp + tt + a) * p.plane + bb * p.wp;
+          dot_shifts(gr, src, p.len, g.kw, total.data());
         }
       }
-      dw[task] = total;
+      std::copy(total.begin(), total.end(), dw + task * g.kw);
     }
   });
 }
@@ -1183,7 +1279,7 @@ Tensor maps_grad_dot(const Tensor& x3, const Tensor& dmaps, int64_t avg_slot, in
         });
       }
     } else {
-      at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+      at::parallel_for(0, n, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, s * c)), [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
           acc_t* orow = op + i * c;
           for (int64_t j = 0; j < s; ++j) {
