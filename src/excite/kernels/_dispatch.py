@@ -97,6 +97,10 @@ EXECUTION_MODES = ("eager", "compiling", "tracing", "observed")
 _AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
 
 
+# torch.compiler.is_exporting (torch >= 2.5; earlier versions cannot be exporting through it)
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
 def execution_mode(x: torch.Tensor) -> str:
     """How the code handling ``x`` is being run; the one predicate behind every "are we
     traced, exported or observed?" decision in excite.
@@ -111,9 +115,8 @@ def execution_mode(x: torch.Tensor) -> str:
     (traced graphs and per-layer hooks then see the modules' standard ops); the fused
     path's convolution uses the plain ``conv{d}d`` call whenever the mode is not "eager".
     """
-    is_exporting = getattr(torch.compiler, "is_exporting", None)
     if (
-        (is_exporting is not None and is_exporting())
+        _is_exporting()
         or torch.jit.is_tracing()
         or torch.jit.is_scripting()
         or torch.onnx.is_in_onnx_export()

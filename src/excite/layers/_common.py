@@ -263,7 +263,8 @@ class ChannelMLP(nn.Module):
 
     def _kernel_args(self) -> tuple[str, str] | None:
         """(activation, gate) names for the kernels, or None without a fused form."""
-        act, gate = activation_name(self.act), activation_name(self.gate_act)
+        modules = self._modules  # one dict, not two nn.Module attribute look-ups per call
+        act, gate = activation_name(modules["act"]), activation_name(modules["gate_act"])
         return None if act is None or gate is None else (act, gate)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
@@ -276,7 +277,8 @@ class ChannelMLP(nn.Module):
         """``x * s`` on the implementation ``which`` (already resolved for ``args``)."""
         if which == "reference" or args is None:
             return x * self._gate(x)
+        fc1, fc2 = self.fc1, self.fc2
         return unchecked.channel_attention(
-            x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+            x, fc1.weight, fc1.bias, fc2.weight, fc2.bias,
             pools=self.pools, activation=args[0], gate=args[1], impl=which,
         )

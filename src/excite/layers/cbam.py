@@ -246,8 +246,9 @@ class SpatialAttention(nn.Module):
     def _kernel_args(self) -> _SpatialArgs | None:
         """(gate name, scale, shift) for the kernels, or None without a fused form (a
         custom gate class, a training-mode BatchNorm)."""
-        gate = activation_name(self.gate_act)
-        ok, scale, shift = _norm_affine(self.norm)
+        modules = self._modules  # one dict, not two nn.Module attribute look-ups per call
+        gate = activation_name(modules["gate_act"])
+        ok, scale, shift = _norm_affine(modules["norm"])
         return (gate, scale, shift) if ok and gate is not None else None
 
     def _forward_with(self, x: torch.Tensor, which: str, args: _SpatialArgs | None) -> torch.Tensor:
@@ -387,17 +388,19 @@ class CBAM(nn.Module):
         "parallel" has no fused form (the reference path; an explicit "fused"/"triton"
         raises ``ValueError``).
         """
-        self._check(x)
-        cargs, sargs = self.channel._kernel_args(), self.spatial._kernel_args()
+        ch, sp = self.channel, self.spatial
+        fc1, fc2 = ch.fc1, ch.fc2
+        w1 = fc1.weight
+        check_input(x, module="CBAM", channels=self.channels, ndim=self.spatial_dims + 2, dtype=w1.dtype)
+        cargs, sargs = ch._kernel_args(), sp._kernel_args()
         if self.arrangement == "channel-spatial":
             supported = cargs is not None and sargs is not None and cargs[1] == sargs[0]
             which = kernels.resolve_impl(self.impl, x, supported=supported)
             if which == "reference":
-                y = x * self.channel._gate(x)
-                return y * self.spatial._gate(y)
-            ch, sp = self.channel, self.spatial
+                y = x * ch._gate(x)
+                return y * sp._gate(y)
             return unchecked.cbam(
-                x, ch.fc1.weight, ch.fc1.bias, ch.fc2.weight, ch.fc2.bias, sp.conv.weight,
+                x, w1, fc1.bias, fc2.weight, fc2.bias, sp.conv.weight,
                 channel_pools=ch.pools, spatial_pools=sp.pools, activation=cargs[0],
                 gate=cargs[1], scale=sargs[1], shift=sargs[2], impl=which,
             )
