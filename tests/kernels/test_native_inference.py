@@ -261,3 +261,17 @@ def test_one_position_and_tiny_maps_forward_and_backward(name, shape) -> None:
         results[impl] = [inference, xx.grad] + [p.grad.clone() for p in module.parameters()]
     for got, want in zip(results["native"], results["reference"]):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["se", "cbam"])
+def test_outputs_beyond_the_caches_are_streamed_correctly(name) -> None:
+    """Float32 outputs of 16 MiB and more are written with streaming stores, rows starting
+    at any alignment (S = 255 * 129 is odd): the same values as the reference path."""
+    torch.manual_seed(0)
+    module = CASES[name](2).eval()
+    x = torch.randn(2, 12, 255, 690)
+    assert x.numel() * 4 >= 16 << 20
+    with torch.inference_mode():
+        want = _with_impl(module, "reference")(x)
+        got = _with_impl(module, "native")(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -29,6 +29,7 @@
 #include <string>
 #include <type_traits>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -334,16 +335,55 @@ std::vector<Tensor> gated_channel_pools(const Tensor& x3, const Tensor& g, bool 
 // ------------------------------------------------------------------------------- apply
 // Raw kernel: out = (x * g) * s with both products rounded to x's dtype; g (N, C) and s
 // (N, S) of x's dtype (null: 1); out laid out as x.
+// Outputs of at least this many bytes are written with streaming stores (float, AVX2): an
+// output larger than the caches would otherwise be read into them before being written.
+constexpr int64_t kStreamBytes = int64_t(16) << 20;
+
+// orow[j] = (xr[j] * gv) * sr[j] (sr null: 1) with non-temporal stores; false where not
+// available (the caller then runs its own loop)
+template <typename T>
+bool stream_row(const T*, T, const T*, T*, int64_t) { return false; }
+
+#if defined(__AVX2__) && defined(__FMA__)
+template <>
+bool stream_row<float>(const float* xr, float gv, const float* sr, float* orow, int64_t s) {
+  int64_t j = 0;
+  for (; j < s && (reinterpret_cast<uintptr_t>(orow + j) & 31) != 0; ++j) {
+    orow[j] = sr != nullptr ? (xr[j] * gv) * sr[j] : xr[j] * gv;
+  }
+  const __m256 g = _mm256_set1_ps(gv);
+  if (sr != nullptr) {
+    for (; j + 8 <= s; j += 8) {
+      _mm256_stream_ps(orow + j, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + j), g), _mm256_loadu_ps(sr + j)));
+    }
+  } else {
+    for (; j + 8 <= s; j += 8) _mm256_stream_ps(orow + j, _mm256_mul_ps(_mm256_loadu_ps(xr + j), g));
+  }
+  for (; j < s; ++j) orow[j] = sr != nullptr ? (xr[j] * gv) * sr[j] : xr[j] * gv;
+  return true;
+}
+#endif
+
+inline void stream_fence() {
+#if defined(__AVX2__) && defined(__FMA__)
+  _mm_sfence();
+#endif
+}
+
 template <typename scalar_t>
 void apply_kernel(const scalar_t* xp, const scalar_t* gp, const scalar_t* sp, scalar_t* op, int64_t n,
                   int64_t c, int64_t s, bool ncs) {
   using acc_t = at::opmath_type<scalar_t>;
+  const bool stream = n * c * s * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
   if (ncs) {
     at::parallel_for(0, n * c, std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const acc_t gv = gp != nullptr ? to_acc(gp[r]) : acc_t(1);
         const scalar_t* xr = xp + r * s;
         scalar_t* orow = op + r * s;
+        if (stream && stream_row<scalar_t>(xr, static_cast<scalar_t>(gv), sp != nullptr ? sp + (r / c) * s : nullptr, orow, s)) {
+          continue;
+        }
         if (sp != nullptr) {
           const scalar_t* sr = sp + (r / c) * s;
 _Pragma("omp simd")
@@ -353,6 +393,7 @@ _Pragma("omp simd")
           for (int64_t j = 0; j < s; ++j) orow[j] = from_acc<scalar_t>(to_acc(xr[j]) * gv);
         }
       }
+      if (stream) stream_fence();
     });
   } else {
     at::parallel_for(0, n * s, std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
