@@ -62,9 +62,10 @@ def autocast_off(fn: _Fn) -> _Fn:
 
     @functools.wraps(fn)
     def run(ctx, first, *rest):
-        if first.device.type not in ("cpu", "cuda"):
-            return fn(ctx, first, *rest)
-        with torch.autocast(first.device.type, enabled=False):
+        device = first.device.type
+        if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
+            return fn(ctx, first, *rest)  # nothing to switch off (and no context to enter)
+        with torch.autocast(device, enabled=False):
             return fn(ctx, first, *rest)
 
     return run  # type: ignore[return-value]

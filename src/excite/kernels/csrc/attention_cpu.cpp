@@ -89,6 +89,10 @@ inline float round_to<float>(float v) { return v; }
 template <>
 inline double round_to<double>(double v) { return v; }
 
+// Elements (or multiply-adds) a thread takes at least: a parallel region costs more than
+// the work below this on the machines measured (2-core VMs; waking the pool's threads).
+constexpr int64_t kGrain = int64_t(1) << 17;
+
 template <typename acc_t>
 inline bool max_update(acc_t v, acc_t m) {
   // true when v replaces the running maximum m: larger, or the first NaN (torch.max semantics)
@@ -103,7 +107,7 @@ void global_pools_kernel(const scalar_t* xp, int64_t n, int64_t c, int64_t s, bo
                          at::opmath_type<scalar_t>* ap, max_t* mp, int64_t* ip) {
   using acc_t = at::opmath_type<scalar_t>;
   if (ncs) {
-    at::parallel_for(0, n * c, std::max<int64_t>(1, 16384 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+    at::parallel_for(0, n * c, std::max<int64_t>(1, kGrain / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const scalar_t* row = xp + r * s;
         acc_t sum = 0;
@@ -169,7 +173,7 @@ _Pragma("omp simd")
   } else {  // channels-last: rows of C contiguous values, one per position
     const int64_t cblock = 256;
     const int64_t nblocks = (c + cblock - 1) / cblock;
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(s * std::min(c, cblock), 1));
+    const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(s * std::min(c, cblock), 1));
     at::parallel_for(0, n * nblocks, grain, [&](int64_t b, int64_t e) {
       acc_t sum[cblock], m[cblock];
       int64_t im[cblock];
@@ -241,7 +245,7 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
   if (ncs) {
     constexpr int64_t sblock = 512;
     const int64_t nblocks = (s + sblock - 1) / sblock;
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(c * std::min(s, sblock), 1));
+    const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(c * std::min(s, sblock), 1));
     at::parallel_for(0, n * nblocks, grain, [&](int64_t b, int64_t e) {
       acc_t sum[sblock], m[sblock], y[sblock];
       int32_t im[sblock];
@@ -279,7 +283,7 @@ _Pragma("omp simd")
       }
     });
   } else {
-    at::parallel_for(0, n * s, std::max<int64_t>(1, 16384 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
+    at::parallel_for(0, n * s, std::max<int64_t>(1, kGrain / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const int64_t i = r / s, j = r % s;
         const scalar_t* row = xp + r * c;
@@ -376,7 +380,7 @@ void apply_kernel(const scalar_t* xp, const scalar_t* gp, const scalar_t* sp, sc
   using acc_t = at::opmath_type<scalar_t>;
   const bool stream = n * c * s * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
   if (ncs) {
-    at::parallel_for(0, n * c, std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+    at::parallel_for(0, n * c, std::max<int64_t>(1, kGrain / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const acc_t gv = gp != nullptr ? to_acc(gp[r]) : acc_t(1);
         const scalar_t* xr = xp + r * s;
@@ -396,7 +400,7 @@ _Pragma("omp simd")
       if (stream) stream_fence();
     });
   } else {
-    at::parallel_for(0, n * s, std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
+    at::parallel_for(0, n * s, std::max<int64_t>(1, kGrain / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const int64_t i = r / s;
         const scalar_t* xr = xp + r * c;
@@ -480,7 +484,7 @@ std::vector<Tensor> grad_stats(const Tensor& dy3, const Tensor& x3, const c10::o
     const acc_t* sp = has_s ? s_opt->const_data_ptr<acc_t>() : nullptr;
     acc_t* dsp = want_ds ? ds.mutable_data_ptr<acc_t>() : nullptr;
     acc_t* dgp = want_dg ? dg_part.mutable_data_ptr<acc_t>() : nullptr;
-    at::parallel_for(0, n * nblocks, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, block * c)), [&](int64_t b, int64_t e) {
+    at::parallel_for(0, n * nblocks, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, block * c)), [&](int64_t b, int64_t e) {
       std::vector<acc_t> dsl(block);
       for (int64_t t = b; t < e; ++t) {
         const int64_t i = t / nblocks, blk = t % nblocks, s0 = blk * block, sn = std::min(block, s - s0);
@@ -591,7 +595,7 @@ Tensor grad_input(const Tensor& dy3, const c10::optional<Tensor>& s_opt, const c
     if (ncs) {
       // absent terms as rows of ones / zeros, so the loop has no branch and vectorises
       const std::vector<acc_t> ones(sp == nullptr ? s : 0, acc_t(1)), zeros(mavg == nullptr ? s : 0, acc_t(0));
-      at::parallel_for(0, n * c, std::max<int64_t>(1, 32768 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, n * c, std::max<int64_t>(1, kGrain / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
         for (int64_t r = b; r < e; ++r) {
           const int64_t i = r / c;
           const scalar_t* dr = dp + r * s;
@@ -612,7 +616,7 @@ Tensor grad_input(const Tensor& dy3, const c10::optional<Tensor>& s_opt, const c
         }
       });
       if (mmax != nullptr) {  // the channel max's share: one channel per position
-        at::parallel_for(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+        at::parallel_for(0, n, std::max<int64_t>(1, kGrain / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
           for (int64_t i = b; i < e; ++i) {
             for (int64_t j = 0; j < s; ++j) {
               const int64_t ch = is[i * s + j];
@@ -623,7 +627,7 @@ Tensor grad_input(const Tensor& dy3, const c10::optional<Tensor>& s_opt, const c
         });
       }
     } else {
-      at::parallel_for(0, n * s, std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, n * s, std::max<int64_t>(1, kGrain / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
         for (int64_t r = b; r < e; ++r) {
           const int64_t i = r / s, j = r % s;
           const scalar_t* dr = dp + r * c;
@@ -674,7 +678,7 @@ Act parse_act(const std::string& name) {
 }
 
 template <typename T>
-inline T act_value(Act a, T h) {
+__attribute__((always_inline)) inline T act_value(Act a, T h) {
   switch (a) {
     case Act::kRelu: return h < T(0) ? T(0) : h;  // NaN stays NaN, as torch.relu
     case Act::kSilu: return h / (T(1) + std::exp(-h));
@@ -689,6 +693,35 @@ inline T act_value(Act a, T h) {
     case Act::kIdentity: return h;
   }
   return h;
+}
+
+// v = act(v) over n values: long arrays through ATen's vectorised kernels (one call),
+// short ones element by element with the switch outside the loop.
+template <typename T>
+void act_inplace(Act a, T* v, int64_t n) {
+  if (a == Act::kIdentity || n == 0) return;
+  if (n >= 4096) {
+    Tensor t = at::from_blob(v, {n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    switch (a) {
+      case Act::kRelu: at::relu_(t); break;
+      case Act::kSilu: at::silu_(t); break;
+      case Act::kGelu: at::gelu_(t); break;
+      case Act::kTanh: at::tanh_(t); break;
+      case Act::kSigmoid: at::sigmoid_(t); break;
+      case Act::kHardSigmoid: at::hardsigmoid_(t); break;
+      case Act::kIdentity: break;
+    }
+    return;
+  }
+  switch (a) {
+    case Act::kRelu: for (int64_t i = 0; i < n; ++i) v[i] = act_value(Act::kRelu, v[i]); break;
+    case Act::kSilu: for (int64_t i = 0; i < n; ++i) v[i] = act_value(Act::kSilu, v[i]); break;
+    case Act::kGelu: for (int64_t i = 0; i < n; ++i) v[i] = act_value(Act::kGelu, v[i]); break;
+    case Act::kTanh: for (int64_t i = 0; i < n; ++i) v[i] = act_value(Act::kTanh, v[i]); break;
+    case Act::kSigmoid: for (int64_t i = 0; i < n; ++i) v[i] = act_value(Act::kSigmoid, v[i]); break;
+    case Act::kHardSigmoid: for (int64_t i = 0; i < n; ++i) v[i] = act_value(Act::kHardSigmoid, v[i]); break;
+    case Act::kIdentity: break;
+  }
 }
 
 // ------------------------------------------------------------ the 'same' convolution
@@ -735,7 +768,7 @@ template <typename T>
 std::vector<T> pad_planes(const T* in, int64_t nc, const Geometry& g, const Padded& p) {
   std::vector<T> out(nc * p.tp * p.plane, T(0));
   const int64_t rows = nc * g.t * g.h;
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, g.w)), [&](int64_t b, int64_t e) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, g.w)), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t hh = r % g.h, tt = (r / g.h) % g.t, q = r / (g.h * g.t);
       T* dst = out.data() + (q * p.tp + tt + g.kt / 2) * p.plane + (hh + g.kh / 2) * p.wp + g.kw / 2;
@@ -809,7 +842,7 @@ void conv_same_loop(const T* in, const T* w, T* out, int64_t n, int64_t cin, int
     }
   }
   const int64_t k = cin * taps;
-  at::parallel_for(0, n * cout * g.t, std::max<int64_t>(1, 65536 / work), [&](int64_t b, int64_t e) {
+  at::parallel_for(0, n * cout * g.t, std::max<int64_t>(1, kGrain / work), [&](int64_t b, int64_t e) {
     std::vector<T> acc(p.len);
     for (int64_t r = b; r < e; ++r) {
       const int64_t tt = r % g.t, o = (r / g.t) % cout, i0 = r / (g.t * cout);
@@ -878,7 +911,7 @@ void conv_same_weight_grad_loop(const T* in, const T* grad, T* dw, int64_t n, in
     std::copy(grad + r * g.w, grad + (r + 1) * g.w, gp.data() + q * p.len + hh * p.wp);
   }
   const int64_t rows = cout * cin * g.kt * g.kh;  // one task: the kw taps of one (o, i, a, b)
-  at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, n * g.t * p.len * g.kw)),
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, n * g.t * p.len * g.kw)),
                    [&](int64_t b, int64_t e) {
     std::vector<T> total(g.kw);
     for (int64_t task = b; task < e; ++task) {
@@ -953,45 +986,60 @@ Tensor conv_same_weight_grad(const Tensor& maps, const Tensor& grad, c10::IntArr
 }
 
 // ------------------------------------------------------------------ the channel MLP
+// out (m, n) = a (m, k) @ b (n, k)^T for small products, raw contiguous buffers: dot
+// products over k when k is long, otherwise rows of out updated from a transposed copy of b
+// (a vectorised reduction over a handful of elements costs more than it computes). Split
+// over the output columns (the rows of b, e.g. a weight read once) when the work is large.
+template <typename T>
+void gemm_nt(const T* a, const T* b, T* out, int64_t m, int64_t n, int64_t k) {
+  if (k >= 32) {
+    at::parallel_for(0, n, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, m * k)), [&](int64_t jb, int64_t je) {
+      for (int64_t j = jb; j < je; ++j) {
+        const T* br = b + j * k;
+        for (int64_t i = 0; i < m; ++i) {
+          const T* ar = a + i * k;
+          T sum = 0;
+          _Pragma("omp simd reduction(+ : sum)")
+          for (int64_t q = 0; q < k; ++q) sum += ar[q] * br[q];
+          out[i * n + j] = sum;
+        }
+      }
+    });
+    return;
+  }
+  std::vector<T> bt(k * n);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t q = 0; q < k; ++q) bt[q * n + j] = b[j * k + q];
+  for (int64_t i = 0; i < m; ++i) {
+    T* orow = out + i * n;
+    std::fill(orow, orow + n, T(0));
+    for (int64_t q = 0; q < k; ++q) {
+      const T av = a[i * k + q];
+      const T* br = bt.data() + q * n;
+      _Pragma("omp simd")
+      for (int64_t j = 0; j < n; ++j) orow[j] += av * br[j];
+    }
+  }
+}
+
 // logits[n, c] = sum_p (b2[c] + sum_j w2[c, j] act(b1[j] + sum_k w1[j, k] pooled[p, n, k]))
 // for pooled (P, N, C), all of one floating dtype T and contiguous (b1, b2 may be null).
 // The second layer is linear, so it runs once on sum_p act(h_p).
 template <typename T>
 void mlp_logits_kernel(const T* zp, int64_t p, int64_t n, int64_t c, int64_t hid, const T* w1p,
                        const T* b1p, const T* w2p, const T* b2p, Act act, T* lp) {
-  std::vector<T> hsum(n * hid);  // sum_p act(h_p), (N, hidden)
-  // layer 1, split over the hidden units (each thread reads its rows of W1 once)
-  at::parallel_for(0, hid, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, p * n * c)), [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      const T* wr = w1p + j * c;
-      const T bias = b1p != nullptr ? b1p[j] : T(0);
-      for (int64_t i = 0; i < n; ++i) {
-        T acc = 0;
-        for (int64_t q = 0; q < p; ++q) {
-          const T* z = zp + (q * n + i) * c;
-          T sum = 0;
-          _Pragma("omp simd reduction(+ : sum)")
-          for (int64_t k = 0; k < c; ++k) sum += wr[k] * z[k];
-          acc += act_value(act, sum + bias);
-        }
-        hsum[i * hid + j] = acc;
-      }
-    }
-  });
-  // layer 2, split over the output channels
-  at::parallel_for(0, c, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n * hid)), [&](int64_t b, int64_t e) {
-    for (int64_t k = b; k < e; ++k) {
-      const T* wr = w2p + k * hid;
-      const T bias = b2p != nullptr ? static_cast<T>(p) * b2p[k] : T(0);
-      for (int64_t i = 0; i < n; ++i) {
-        const T* hr = hsum.data() + i * hid;
-        T sum = 0;
-        _Pragma("omp simd reduction(+ : sum)")
-        for (int64_t j = 0; j < hid; ++j) sum += wr[j] * hr[j];
-        lp[i * c + k] = sum + bias;
-      }
-    }
-  });
+  std::vector<T> h(p * n * hid), hsum(n * hid, T(0));  // pre-activations, sum_p act(h_p)
+  gemm_nt(zp, w1p, h.data(), p * n, hid, c);
+  if (b1p != nullptr)
+    for (int64_t r = 0; r < p * n; ++r)
+      for (int64_t j = 0; j < hid; ++j) h[r * hid + j] += b1p[j];
+  act_inplace(act, h.data(), p * n * hid);
+  for (int64_t q = 0; q < p; ++q)
+    for (int64_t i = 0; i < n * hid; ++i) hsum[i] += h[q * n * hid + i];
+  gemm_nt(hsum.data(), w2p, lp, n, c, hid);
+  if (b2p != nullptr)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t k = 0; k < c; ++k) lp[i * c + k] += static_cast<T>(p) * b2p[k];
 }
 
 // The same through ATen's matmul (large problems: batch x width beyond a few million MACs).
@@ -1100,7 +1148,8 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
                                  w2.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(b2), mlp_act, logits.data());
       }
       g.resize(n * c);
-      for (int64_t i = 0; i < n * c; ++i) g[i] = static_cast<scalar_t>(act_value(gate_act, logits[i]));
+      act_inplace(gate_act, logits.data(), n * c);
+      for (int64_t i = 0; i < n * c; ++i) g[i] = from_acc<scalar_t>(logits[i]);
     }
     std::vector<scalar_t> sx;  // (N, S) in x's dtype; empty: 1
     if (has_spatial) {
@@ -1123,7 +1172,10 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
       conv_same_loop<acc_t>(maps.data(), weight.const_data_ptr<acc_t>(), pre.data(), n, p, 1, geo, false);
       sx.resize(n * s);
       const acc_t av = static_cast<acc_t>(a), bv = static_cast<acc_t>(b);
-      for (int64_t i = 0; i < n * s; ++i) sx[i] = static_cast<scalar_t>(act_value(gate_act, pre[i] * av + bv));
+      if (av != acc_t(1) || bv != acc_t(0))
+        for (int64_t i = 0; i < n * s; ++i) pre[i] = pre[i] * av + bv;
+      act_inplace(gate_act, pre.data(), n * s);
+      for (int64_t i = 0; i < n * s; ++i) sx[i] = from_acc<scalar_t>(pre[i]);
     }
     apply_kernel<scalar_t>(xp, g.empty() ? nullptr : g.data(), sx.empty() ? nullptr : sx.data(),
                            out3.mutable_data_ptr<scalar_t>(), n, c, s, ncs);
@@ -1131,10 +1183,83 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
   return out;
 }
 
+// ------------------------------------------------------ small matrix products, training
+// The channel MLP's products in training are a few thousand multiply-adds for the small
+// blocks; loops skip ATen's per-call cost there, ATen (a BLAS) takes the large ones.
+constexpr int64_t kSmallProduct = int64_t(1) << 18;
+
+// a @ b^T: a (m, k), b (n, k) -> (m, n)
+Tensor mm_nt(const Tensor& a, const Tensor& b) {
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(0);
+  if (m * n * k > kSmallProduct) return at::mm(a, b.t());
+  Tensor out = at::empty({m, n}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mm_nt", [&] {
+    gemm_nt(a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), m, n, k);
+  });
+  return out;
+}
+
+// a^T @ b: a (r, m), b (r, n) -> (m, n)
+Tensor mm_tn(const Tensor& a, const Tensor& b) {
+  const int64_t r = a.size(0), m = a.size(1), n = b.size(1);
+  if (m * n * r > kSmallProduct) return at::mm(a.t(), b);
+  Tensor out = at::zeros({m, n}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mm_tn", [&] {
+    const scalar_t* ap = a.const_data_ptr<scalar_t>();
+    const scalar_t* bp = b.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    for (int64_t q = 0; q < r; ++q) {
+      for (int64_t i = 0; i < m; ++i) {
+        const scalar_t av = ap[q * m + i];
+        _Pragma("omp simd")
+        for (int64_t j = 0; j < n; ++j) op[i * n + j] += av * bp[q * n + j];
+      }
+    }
+  });
+  return out;
+}
+
+// a @ b: a (m, k), b (k, n) -> (m, n)
+Tensor mm_nn(const Tensor& a, const Tensor& b) {
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  if (m * n * k > kSmallProduct) return at::mm(a, b);
+  Tensor out = at::zeros({m, n}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mm_nn", [&] {
+    const scalar_t* ap = a.const_data_ptr<scalar_t>();
+    const scalar_t* bp = b.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t q = 0; q < k; ++q) {
+        const scalar_t av = ap[i * k + q];
+        _Pragma("omp simd")
+        for (int64_t j = 0; j < n; ++j) op[i * n + j] += av * bp[q * n + j];
+      }
+    }
+  });
+  return out;
+}
+
+// scale * the column sums of a (r, m) -> (m)
+Tensor col_sum(const Tensor& a, double scale) {
+  const int64_t r = a.size(0), m = a.size(1);
+  Tensor out = at::zeros({m}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "col_sum", [&] {
+    const scalar_t* ap = a.const_data_ptr<scalar_t>();
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
+    for (int64_t q = 0; q < r; ++q) {
+      _Pragma("omp simd")
+      for (int64_t i = 0; i < m; ++i) op[i] += ap[q * m + i];
+    }
+    const scalar_t f = static_cast<scalar_t>(scale);
+    for (int64_t i = 0; i < m; ++i) op[i] *= f;
+  });
+  return out;
+}
+
 // ------------------------------------------------------------ a whole block, training
 // f'(h) given h and z = f(h), as excite.kernels.activations' backward rows.
 template <typename T>
-inline T act_grad(Act a, T h, T z) {
+__attribute__((always_inline)) inline T act_grad(Act a, T h, T z) {
   switch (a) {
     case Act::kRelu: return h > T(0) ? T(1) : T(0);
     case Act::kSilu: {
@@ -1213,22 +1338,33 @@ std::vector<Tensor> block_train_forward(
                                              idx_c.defined() ? idx_c.mutable_data_ptr<int64_t>() : nullptr);
       });
     }
-    h = at::matmul(pooled, w1.t());
-    if (b1.defined()) h.add_(b1);
+    h = mm_nt(pooled.view({spec.pc * n, c}), w1).view({spec.pc, n, hid});
     Tensor zsum = at::zeros({n, hid}, opts);
     AT_DISPATCH_FLOATING_TYPES(acc, "mlp", [&] {
-      const scalar_t* hp = h.const_data_ptr<scalar_t>();
+      scalar_t* hp = h.mutable_data_ptr<scalar_t>();
       scalar_t* zp = zsum.mutable_data_ptr<scalar_t>();
+      const scalar_t* bp = ptr_or_null<scalar_t>(b1);
+      if (bp != nullptr)
+        for (int64_t r = 0; r < spec.pc * n; ++r)
+          for (int64_t j = 0; j < hid; ++j) hp[r * hid + j] += bp[j];
       for (int64_t q = 0; q < spec.pc; ++q)
         for (int64_t i = 0; i < n * hid; ++i) zp[i] += act_value(spec.act, hp[q * n * hid + i]);
     });
-    logits = at::matmul(zsum, w2.t());
-    if (b2.defined()) logits.add_(b2, static_cast<double>(spec.pc));
-    logits = logits.contiguous();
+    logits = mm_nt(zsum, w2);
+    if (b2.defined()) {
+      AT_DISPATCH_FLOATING_TYPES(acc, "mlp bias", [&] {
+        scalar_t* lp = logits.mutable_data_ptr<scalar_t>();
+        const scalar_t* bp = b2.const_data_ptr<scalar_t>();
+        const scalar_t p = static_cast<scalar_t>(spec.pc);
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t k = 0; k < c; ++k) lp[i * c + k] += p * bp[k];
+      });
+    }
     AT_DISPATCH_FLOATING_TYPES(acc, "gate", [&] {
       const scalar_t* lp = logits.const_data_ptr<scalar_t>();
       scalar_t* gp = g.mutable_data_ptr<scalar_t>();
-      for (int64_t i = 0; i < n * c; ++i) gp[i] = act_value(spec.gate, lp[i]);
+      std::copy(lp, lp + n * c, gp);
+      act_inplace(spec.gate, gp, n * c);
     });
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x3.scalar_type(), "block_train_forward", [&] {
@@ -1266,10 +1402,9 @@ std::vector<Tensor> block_train_forward(
         const acc_t a = static_cast<acc_t>(scalar_of(scale, 1.0)), b = static_cast<acc_t>(scalar_of(shift, 0.0));
         acc_t* sp = sg.mutable_data_ptr<acc_t>();
         sx.resize(n * s);
-        for (int64_t i = 0; i < n * s; ++i) {
-          sp[i] = act_value(spec.gate, cp[i] * a + b);
-          sx[i] = from_acc<scalar_t>(sp[i]);
-        }
+        for (int64_t i = 0; i < n * s; ++i) sp[i] = cp[i] * a + b;
+        act_inplace(spec.gate, sp, n * s);
+        for (int64_t i = 0; i < n * s; ++i) sx[i] = from_acc<scalar_t>(sp[i]);
       }
     }
     if (n > 0) {
@@ -1296,7 +1431,7 @@ Tensor maps_grad_dot(const Tensor& x3, const Tensor& dmaps, int64_t avg_slot, in
     acc_t* op = out.mutable_data_ptr<acc_t>();
     const acc_t inv_c = acc_t(1) / static_cast<acc_t>(c);
     if (ncs) {
-      at::parallel_for(0, n * c, std::max<int64_t>(1, 16384 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, n * c, std::max<int64_t>(1, kGrain / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
         for (int64_t r = b; r < e; ++r) {
           const int64_t i = r / c;
           const scalar_t* xr = xp + r * s;
@@ -1311,7 +1446,7 @@ Tensor maps_grad_dot(const Tensor& x3, const Tensor& dmaps, int64_t avg_slot, in
         }
       });
       if (max_slot >= 0) {  // the max map: x at each position's argmax channel
-        at::parallel_for(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
+        at::parallel_for(0, n, std::max<int64_t>(1, kGrain / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
           for (int64_t i = b; i < e; ++i) {
             const acc_t* dm = dp + (i * p + max_slot) * s;
             const int64_t* ir = ip + i * s;
@@ -1320,7 +1455,7 @@ Tensor maps_grad_dot(const Tensor& x3, const Tensor& dmaps, int64_t avg_slot, in
         });
       }
     } else {
-      at::parallel_for(0, n, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, s * c)), [&](int64_t b, int64_t e) {
+      at::parallel_for(0, n, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, s * c)), [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
           acc_t* orow = op + i * c;
           for (int64_t j = 0; j < s; ++j) {
@@ -1418,9 +1553,9 @@ std::vector<Tensor> block_backward(
       for (int64_t q = 0; q < spec.pc; ++q)
         for (int64_t i = 0; i < n * hid; ++i) zp[i] += act_value(spec.act, hp[q * n * hid + i]);
     });
-    if (needs[3]) dw2 = at::mm(dlogits.t(), zsum);
-    if (needs[4]) db2 = dlogits.sum(0).mul_(static_cast<double>(spec.pc));
-    Tensor dz = at::mm(dlogits, w2);  // (N, hidden), the same for every descriptor
+    if (needs[3]) dw2 = mm_tn(dlogits, zsum);
+    if (needs[4]) db2 = col_sum(dlogits, static_cast<double>(spec.pc));
+    Tensor dz = mm_nn(dlogits, w2);  // (N, hidden), the same for every descriptor
     Tensor dh = at::empty({spec.pc, n, hid}, opts);
     AT_DISPATCH_FLOATING_TYPES(acc, "act backward", [&] {
       const scalar_t* dzp = dz.const_data_ptr<scalar_t>();
@@ -1433,9 +1568,9 @@ std::vector<Tensor> block_backward(
         }
     });
     Tensor dh2 = dh.view({spec.pc * n, hid});
-    if (needs[1]) dw1 = at::mm(dh2.t(), pooled->view({spec.pc * n, c}));
-    if (needs[2]) db1 = dh2.sum(0);
-    if (needs[0]) dpooled = at::matmul(dh, w1);  // (Pc, N, C)
+    if (needs[1]) dw1 = mm_tn(dh2, pooled->view({spec.pc * n, c}));
+    if (needs[2]) db1 = col_sum(dh2, 1.0);
+    if (needs[0]) dpooled = mm_nn(dh2, w1).view({spec.pc, n, c});
   }
   if (needs[0]) {
     auto slot = [&](const Tensor& t, int64_t k) { return k >= 0 ? t.select(1, k).contiguous() : Tensor(); };
