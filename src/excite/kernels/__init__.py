@@ -6,16 +6,18 @@ Functions over (x, weights) with an ``impl`` switch:
 - ``"fused"``: :mod:`excite.kernels.fused` — one :class:`torch.autograd.Function` per
   block, saving only the input, the small gates and argmax indices, with an analytic
   backward. Works on any device and under ``torch.compile(fullgraph=True)``.
-- ``"native"``: :mod:`excite.kernels.native_functions` — the fused path's functions on
-  one-pass C++ CPU kernels (:mod:`excite.kernels.native`, compiled on first use and
-  cached; unavailable without a compiler or with ``EXCITE_NATIVE=0``).
+- ``"native"``: :mod:`excite.kernels.native_functions` — the fused path's equations as
+  C++ CPU kernels (:mod:`excite.kernels.native`, compiled on first use and cached;
+  unavailable without a compiler or with ``EXCITE_NATIVE=0``), one C++ call per block
+  and pass (inference: one call in all).
 - ``"triton"``: :mod:`excite.kernels.triton_kernels` (optional extra ``triton``; CUDA,
   or the CPU interpreter with ``TRITON_INTERPRET=1``).
 - ``"auto"`` (default), :func:`resolve_impl`'s rule: the reference path while
   exporting/tracing (torch.export, TorchScript, ONNX), when observed (meta tensors, an
   active dispatch mode such as ``FlopCounterMode``) and for configurations without a
   fused form; Triton for CUDA tensors when triton is installed; the native kernels for
-  CPU tensors in eager mode when they are available; otherwise on CPU the reference
+  CPU tensors in eager mode when they are available (with gradients, SE and M_c only
+  from 2^16 elements, see :func:`resolve_impl`); otherwise on CPU the reference
   path for the channel-only blocks (SE, M_c) in float16/bfloat16 or below
   :data:`CHANNEL_FUSED_MIN_NUMEL` elements (where it measured faster), and the fused
   path for everything else (CBAM and M_s at every shape and dtype).

@@ -1,7 +1,8 @@
-"""One-pass native CPU kernels (C++, ``csrc/attention_cpu.cpp``), compiled on first use.
+"""Native CPU kernels (C++, ``csrc/attention_cpu.cpp``), compiled on first use.
 
-Eager PyTorch needs a pass over x for every reduction and product of an attention block;
-these kernels do a block's stages in the fewest passes over the full-size tensors:
+Eager PyTorch needs a pass over x for every reduction and product of an attention block,
+and an ATen call (dispatch, allocation) for every small step; these kernels do a whole
+block in one C++ call per pass, in the fewest passes over the full-size tensors:
 
 =========================  ===================================  ===========================
 stage                      computes                             passes over full tensors
@@ -10,18 +11,23 @@ stage                      computes                             passes over full
 ``gated_channel_pools``    mean and max over C of x * M_c       1 read of x
 ``apply``                  (x * M_c) * M_s                      1 read, 1 write
 ``grad_stats``             sum_c M_c dy x, sum_s dy x M_s       1 read of dy and x
+``maps_grad_dot``          the maps' share of dL/dM_c           1 read of x
 ``grad_input``             dx from the small gradients          1 read of dy, 1 write
 =========================  ===================================  ===========================
 
-so CBAM's forward reads x three times and writes once (eager: about six reads and two
-writes), its backward reads dy and x about four times and writes dx once. The small parts
-(the channel MLP, the 2->1 spatial convolution) run as ATen ops.
+``block_forward`` (inference: no gradient needed) runs the first three and everything
+between them (the channel MLP, the 'same' convolution of the maps, the gates) in one
+call; ``block_train_forward`` does the same and keeps what the backward needs;
+``block_backward`` runs the last three with the gates', convolution's and MLP's
+gradients in one call. The small steps are loops over plain buffers (a BLAS call for
+large MLPs); the convolution is direct, over zero-padded planes.
 
 The extension is built with ``torch.utils.cpp_extension`` the first time a CPU attention
 block runs under ``impl="auto"`` or ``"native"`` and cached (``TORCH_EXTENSIONS_DIR``,
-default ``~/.cache/torch_extensions``). Without a working compiler, or with
-``EXCITE_NATIVE=0`` in the environment, :func:`available` is False and "auto" keeps the
-pure-PyTorch fused path. :func:`status` says which, and why.
+default ``~/.cache/torch_extensions``), with AVX2/FMA code generation where PyTorch reports
+the CPU capable of it. Without a working compiler, or with ``EXCITE_NATIVE=0`` in the
+environment, :func:`available` is False and "auto" keeps the pure-PyTorch fused path.
+:func:`status` says which, and why.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ import torch
 from torch.autograd import Function
 
 from . import native
-from .ops import autocast_off, cast, empty_like_ncs, ncs
+from .activations import ACTIVATIONS
+from .ops import autocast_off, cast, compute_dtype, empty_like_ncs, ncs
 
 __all__ = ["NativeBlockFunction", "block_forward", "cbam", "channel_attention", "needs_grad", "spatial_attention"]
 
@@ -87,11 +88,20 @@ class NativeBlockFunction(Function):
         flags = _flags(cpools, spools)
         out, out3 = empty_like_ncs(x)  # a fresh tensor, not a view (in-place safe)
         x3 = ncs(x)
-        saved = native.load().block_train_forward(
+        _, pooled, h, logits, g, idx_c, maps, conv, s, idx_s = native.load().block_train_forward(
             x3, out3, x.shape[2:], w1, b1, w2, b2, flags[0], flags[1], act, weight, scale, shift,
             *flags[2:], gate, ctx.needs_input_grad[0] or any(ctx.needs_input_grad[1:5]),
         )
-        ctx.save_for_backward(x, w1, w2, weight, scale, shift, *saved[1:])
+        # kept at their least size, as the fused path keeps them: the maps in x's dtype (the
+        # values of x's dtype they are), the channel argmax in one byte when C <= 256, the
+        # convolution's output only where an affine or the gate's derivative needs it
+        if maps is not None:
+            maps = maps.to(x.dtype)
+        if idx_s is not None and x.shape[1] <= 256:
+            idx_s = idx_s.to(torch.uint8)
+        if scale is None and ACTIVATIONS[gate].from_output:
+            conv = None
+        ctx.save_for_backward(x, w1, w2, weight, scale, shift, pooled, h, logits, g, idx_c, maps, conv, s, idx_s)
         ctx.cfg = (flags, act, gate)
         ctx.dts = tuple(None if t is None else t.dtype for t in (w1, b1, w2, b2, weight, scale, shift))
         return out
@@ -100,6 +110,9 @@ class NativeBlockFunction(Function):
     @autocast_off
     def backward(ctx, dout):
         x, w1, w2, weight, scale, shift, *saved = ctx.saved_tensors
+        maps, idx_s = saved[5], saved[8]
+        saved[5] = None if maps is None else maps.to(compute_dtype(x))
+        saved[8] = None if idx_s is None else idx_s.long()
         flags, act, gate = ctx.cfg
         x3, dy3 = _aligned(x, dout)
         grads = native.load().block_backward(

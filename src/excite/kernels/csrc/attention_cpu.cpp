@@ -1139,7 +1139,7 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
       global_pools_kernel<scalar_t, acc_t>(xp, n, c, s, ncs, channel_avg ? pooled.data() : nullptr,
                                            channel_max ? pooled.data() + (p - 1) * n * c : nullptr, nullptr);
       const Act mlp_act = parse_act(act);
-      if (p * n * c * hid > (int64_t(1) << 22)) {
+      if (p * n * c * hid > (int64_t(1) << 17)) {  // a BLAS reads the weights faster
         Tensor pt = at::from_blob(pooled.data(), {p, n, c}, x3.options().dtype(acc));
         Tensor lt = mlp_logits_aten(pt, w1, b1, w2, b2, mlp_act).contiguous();
         std::copy(lt.const_data_ptr<acc_t>(), lt.const_data_ptr<acc_t>() + n * c, logits.begin());
@@ -1509,13 +1509,15 @@ std::vector<Tensor> block_backward(
     AT_DISPATCH_FLOATING_TYPES(acc, "spatial gate backward", [&] {
       const scalar_t a = static_cast<scalar_t>(scalar_of(scale, 1.0)), b = static_cast<scalar_t>(scalar_of(shift, 0.0));
       const scalar_t* dsp = stats[0].const_data_ptr<scalar_t>();
-      const scalar_t* cp = conv->const_data_ptr<scalar_t>();
+      // conv is not kept when neither an affine nor the gate's derivative needs it
+      const scalar_t* cp = conv.has_value() && conv->defined() ? conv->const_data_ptr<scalar_t>() : nullptr;
       const scalar_t* sp = sg->const_data_ptr<scalar_t>();
       scalar_t* dp = dconv.mutable_data_ptr<scalar_t>();
       scalar_t sum_sc = 0, sum_sh = 0;
       for (int64_t i = 0; i < n * s; ++i) {
-        const scalar_t dpre = dsp[i] * act_grad(spec.gate, cp[i] * a + b, sp[i]);
-        sum_sc += dpre * cp[i];
+        const scalar_t pre = cp != nullptr ? cp[i] * a + b : sp[i];
+        const scalar_t dpre = dsp[i] * act_grad(spec.gate, pre, sp[i]);
+        if (cp != nullptr) sum_sc += dpre * cp[i];
         sum_sh += dpre;
         dp[i] = dpre * a;
       }
