@@ -1,6 +1,6 @@
 """End-to-end training-step overhead of SE and CBAM in real backbones.
 
-    python -m benchmarks.training [--models resnet18 r3d_18] [--repeats 3]
+    python -m benchmarks.training [--models resnet18 r3d_18] [--repeats 3] [--impls auto]
 
 One process, interleaved: each repeat runs one SGD step (forward, cross-entropy,
 backward, update) of every variant - no attention, SE and CBAM, each with the
@@ -34,6 +34,9 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--impls", nargs="+", default=["reference", "fused", "auto"],
+                        choices=["reference", "fused", "native", "auto"],
+                        help="the attention variants' implementations (fewer: more repeats in the same time)")
     args = parser.parse_args(argv)
     print(
         f"# {now()} UTC, torch {torch.__version__}, "
@@ -41,10 +44,7 @@ def main(argv=None) -> int:
     )
     print("| model | input | attention | impl | median step s | overhead vs none | min step s | overhead (min) |")
     print("|---|---|---|---|---|---|---|---|")
-    variants = [
-        (None, "reference"), ("se", "reference"), ("se", "fused"), ("se", "auto"),
-        ("cbam", "reference"), ("cbam", "fused"), ("cbam", "auto"),
-    ]
+    variants = [(None, "reference")] + [(a, impl) for a in ("se", "cbam") for impl in args.impls]
     for name in args.models:
         shape = CASES[name]
         torch.manual_seed(0)
