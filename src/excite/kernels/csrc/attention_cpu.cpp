@@ -1,19 +1,28 @@
-// One-pass CPU kernels for the channel and spatial attention blocks (SE, CBAM).
+// CPU kernels for the channel and spatial attention blocks (SE, CBAM's M_c and M_s, CBAM).
 //
-// Eager PyTorch needs one pass over x per reduction (mean, amax) and per product; these
-// kernels read x once per stage of the block instead:
+// Eager PyTorch needs one pass over x per reduction (mean, amax) and per product, and an
+// ATen call for every small step; these kernels read x once per stage of the block:
 //
-//   global_pools(x)          mean and max over the spatial axes      (1 read of x)
-//   gated_channel_pools(x,g) mean and max over C of x * g             (1 read of x)
-//   apply(x, g, s)           x * g * s                                (1 read, 1 write)
-//   grad_stats(dy, x, g, s)  sum_c g dy x and sum_s dy x s           (1 read of dy and x)
-//   grad_input(dy, ...)      dx of the gates from the small gradients  (1 read of dy, 1 write)
+//   global_pools(x)          mean and max over the spatial axes       (1 read of x)
+//   gated_channel_pools(x,g) mean and max over C of x * g              (1 read of x)
+//   apply(x, g, s)           x * g * s                                 (1 read, 1 write)
+//   grad_stats(dy, x, g, s)  sum_c g dy x and sum_s dy x s            (1 read of dy and x)
+//   maps_grad_dot(x, dmaps)  the maps' share of dL/dg                  (1 read of x)
+//   grad_input(dy, ...)      dx of the gates from the small gradients (1 read of dy, 1 write)
+//
+// and run a whole block in one call per pass, the small steps (the channel MLP, the 'same'
+// convolution of the maps, the gates) as loops over plain buffers in between:
+//
+//   block_forward            inference (no autograd): the first three passes
+//   block_train_forward      the same, returning what the backward needs
+//   block_backward           the last three passes and every weight gradient
 //
 // Tensors arrive as (N, C, S) views, either NCS-contiguous (stride(2) == 1) or
 // channels-last (stride(1) == 1, the (N, S, C) memory of a channels_last tensor).
 // Reductions accumulate in at::opmath_type (float for float16/bfloat16), and products
 // round to the input dtype where the reference path does (x * g is a tensor of x's dtype).
-// The small tensors (g, s, pooled values) are contiguous.
+// The small tensors (g, s, pooled values) are contiguous. Built with AVX2/FMA where the CPU
+// has it (excite.kernels.native); the intrinsics below have portable fallbacks.
 
 #include <torch/extension.h>
 
