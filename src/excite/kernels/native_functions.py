@@ -30,7 +30,10 @@ from . import native
 from .activations import ACTIVATIONS
 from .ops import autocast_off, cast, compute_dtype, empty_like_ncs, ncs
 
-__all__ = ["NativeBlockFunction", "block_forward", "cbam", "channel_attention", "needs_grad", "spatial_attention"]
+__all__ = [
+    "NativeBlockFunction", "block_forward", "cbam", "channel_attention", "fuses_residual", "needs_grad",
+    "spatial_attention",
+]
 
 
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -43,19 +46,33 @@ def _flags(cpools: tuple[str, ...], spools: tuple[str, ...]) -> tuple[bool, bool
     return "avg" in cpools, "max" in cpools, bool(spools) and spools[0] == "avg", "avg" in spools, "max" in spools
 
 
-def block_forward(x, gate, *, mlp=None, conv=None):
+def block_forward(x, gate, *, mlp=None, conv=None, residual=None):
     """The whole block without autograd, in one C++ call (``native.block_forward``):
     ``mlp`` = (w1, b1, w2, b2, pools, act) for the channel gate, ``conv`` = (weight, scale,
     shift, pools) for the spatial gate; either may be None. The output is a fresh tensor
-    laid out as ``x`` (contiguous or channels_last)."""
+    laid out as ``x`` (contiguous or channels_last). With ``residual`` (a tensor for which
+    :func:`fuses_residual` holds) the output is ``relu(block(x) + residual)``, the end of a
+    residual block, written in the same pass."""
     w1, b1, w2, b2, cpools, act = (None, None, None, None, (), "identity") if mlp is None else mlp
     weight, scale, shift, spools = (None, None, None, ()) if conv is None else conv
     cavg, cmax, avg_first, savg, smax = _flags(cpools, spools)
-    args = (x, w1, b1, w2, b2, cavg, cmax, act, weight, scale, shift, avg_first, savg, smax, gate)
+    args = (x, w1, b1, w2, b2, cavg, cmax, act, weight, scale, shift, avg_first, savg, smax, gate, residual)
     if torch.is_autocast_enabled("cpu"):  # the block chooses its own compute dtype
         with torch.autocast("cpu", enabled=False):
             return native.load().block_forward(*args)
     return native.load().block_forward(*args)
+
+
+def fuses_residual(x: torch.Tensor, residual: torch.Tensor) -> bool:
+    """True when :func:`block_forward` can add ``residual`` in its last pass: the same
+    shape, dtype, device and strides as ``x``, which is contiguous or channels_last."""
+    return (
+        residual.shape == x.shape
+        and residual.dtype == x.dtype
+        and residual.device == x.device
+        and residual.stride() == x.stride()
+        and x.is_contiguous(memory_format=_format_of(x))
+    )
 
 
 def _aligned(x: torch.Tensor, dout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ import torch
 
 from . import fused, native_functions, reference
 
-__all__ = ["backend", "cbam", "channel_attention", "spatial_attention"]
+__all__ = ["backend", "cbam", "channel_attention", "residual_relu", "spatial_attention"]
 
 
 def backend(impl: str) -> ModuleType:
@@ -93,3 +93,23 @@ def cbam(
     return backend(impl).cbam(
         x, w1, b1, w2, b2, weight, scale, shift, channel_pools, spatial_pools, activation, gate
     )
+
+
+def residual_relu(
+    x: torch.Tensor,
+    identity: torch.Tensor,
+    *,
+    mlp: tuple | None,
+    conv: tuple | None,
+    gate: str,
+) -> torch.Tensor | None:
+    """``relu(block(x) + identity)``, the end of a residual block, in the block's one native
+    pass; None where that pass does not apply (the caller then runs the block, the addition
+    and the relu as usual): a gradient is needed, or ``identity`` is not laid out as ``x``.
+    The caller has resolved the implementation to "native". ``mlp`` = (w1, b1, w2, b2,
+    pools, act), ``conv`` = (weight, scale, shift, pools), as in
+    :func:`excite.kernels.native_functions.block_forward`."""
+    weights = (*(mlp[:4] if mlp is not None else ()), *(conv[:3] if conv is not None else ()))
+    if native_functions.needs_grad(x, identity, *weights) or not native_functions.fuses_residual(x, identity):
+        return None
+    return native_functions.block_forward(x, gate, mlp=mlp, conv=conv, residual=identity)

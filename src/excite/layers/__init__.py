@@ -7,6 +7,7 @@ which options" once into an :class:`AttentionFactory` with :func:`attention_fact
 
 from __future__ import annotations
 
+from ._common import fused_residual_relu
 from .bam import BAM
 from .cbam import CBAM, ChannelAttention, SpatialAttention
 from .coordinate import CoordinateAttention
@@ -36,6 +37,7 @@ from .strip_pooling import StripPooling
 from .triplet import TripletAttention
 
 __all__ = [
+    "fused_residual_relu",
     "NO_ATTENTION",
     "AttentionFactory",
     "AttentionLike",

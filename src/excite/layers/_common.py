@@ -33,6 +33,7 @@ __all__ = [
     "check_pools",
     "check_positive_int",
     "check_reduction",
+    "fused_residual_relu",
     "hidden_width",
     "make_divisible",
     "resolve_activation",
@@ -198,6 +199,32 @@ def check_input(
         )
 
 
+def fused_residual_relu(attention: nn.Module, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor | None:
+    """``relu(attention(x) + identity)``, the end of a residual block, as one pass of the
+    attention's native kernel — or None, and the block runs ``attention(x)``, the addition
+    and its ReLU itself.
+
+    It applies at inference (no gradient needed) on CPU where the attention module has a
+    ``residual_relu`` method (SE, CBAM's modules, CBAM channel-spatial) whose native path
+    runs, ``identity`` is laid out as ``x``, and no forward hook (the module's own or a
+    global one) needs to see the module called; the values are the unfused ones (the
+    tests compare them). It saves the attention output's write and its re-reading by the
+    addition and the ReLU.
+    """
+    if torch.is_grad_enabled() and (x.requires_grad or identity.requires_grad):
+        return None
+    fuse = getattr(attention, "residual_relu", None)
+    if fuse is None or attention._forward_hooks or attention._forward_pre_hooks or _global_forward_hooks():
+        return None
+    return fuse(x, identity)
+
+
+def _global_forward_hooks() -> bool:
+    """True when a global forward (pre-)hook is registered (``nn.modules.module``'s)."""
+    module = torch.nn.modules.module
+    return bool(getattr(module, "_global_forward_hooks", None) or getattr(module, "_global_forward_pre_hooks", None))
+
+
 GLOBAL_POOLS = {"avg": global_avg_pool, "max": global_max_pool}
 
 
@@ -272,6 +299,17 @@ class ChannelMLP(nn.Module):
         args = self._kernel_args()
         which = kernels.resolve_impl(self.impl, x, supported=args is not None, kind="channel")
         return self._forward_with(x, which, args)
+
+    def residual_relu(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor | None:
+        """``relu(self(x) + identity)`` in the block's one native pass, or None where that
+        does not apply (see :func:`fused_residual_relu`, which residual blocks call)."""
+        self._check(x)
+        args = self._kernel_args()
+        if args is None or kernels.resolve_impl(self.impl, x, kind="channel") != "native":
+            return None
+        fc1, fc2 = self.fc1, self.fc2
+        mlp = (fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.pools, args[0])
+        return unchecked.residual_relu(x, identity, mlp=mlp, conv=None, gate=args[1])
 
     def _forward_with(self, x: torch.Tensor, which: str, args: tuple[str, str] | None) -> torch.Tensor:
         """``x * s`` on the implementation ``which`` (already resolved for ``args``)."""

@@ -238,6 +238,17 @@ class SpatialAttention(nn.Module):
         args = self._kernel_args()
         return self._forward_with(x, kernels.resolve_impl(self.impl, x, supported=args is not None), args)
 
+    def residual_relu(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor | None:
+        """``relu(self(x) + identity)`` in the block's one native pass, or None where that
+        does not apply (see :func:`~excite.layers.fused_residual_relu`)."""
+        self._check(x)
+        args = self._kernel_args()
+        if args is None or kernels.resolve_impl(self.impl, x) != "native":
+            return None
+        gate, scale, shift = args
+        conv = (self.conv.weight, scale, shift, self.pools)
+        return unchecked.residual_relu(x, identity, mlp=None, conv=conv, gate=gate)
+
     def _gate(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`gate` without the input check."""
         maps = torch.cat([_CHANNEL_POOLS[pool](x) for pool in self.pools], dim=1)
@@ -362,6 +373,24 @@ class CBAM(nn.Module):
             x, module="CBAM", channels=self.channels, ndim=self.spatial_dims + 2,
             dtype=self.channel.fc1.weight.dtype,
         )
+
+    def residual_relu(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor | None:
+        """``relu(self(x) + identity)`` in the block's one native pass ("channel-spatial"
+        only), or None where that does not apply (see
+        :func:`~excite.layers.fused_residual_relu`)."""
+        if self.arrangement != "channel-spatial":
+            return None
+        ch, sp = self.channel, self.spatial
+        fc1, fc2 = ch.fc1, ch.fc2
+        check_input(x, module="CBAM", channels=self.channels, ndim=self.spatial_dims + 2, dtype=fc1.weight.dtype)
+        cargs, sargs = ch._kernel_args(), sp._kernel_args()
+        if cargs is None or sargs is None or cargs[1] != sargs[0]:
+            return None
+        if kernels.resolve_impl(self.impl, x) != "native":
+            return None
+        mlp = (fc1.weight, fc1.bias, fc2.weight, fc2.bias, ch.pools, cargs[0])
+        conv = (sp.conv.weight, sargs[1], sargs[2], sp.pools)
+        return unchecked.residual_relu(x, identity, mlp=mlp, conv=conv, gate=cargs[1])
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The combined map, shape (N, C, *spatial), such that ``forward(x) == x * gate(x)``.

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from excite.checks import check_choice, check_positive_int, check_positive_ints
+from excite.layers import fused_residual_relu
 from excite.layers.factory import (
     NO_ATTENTION,
     AttentionLike,
@@ -281,9 +282,13 @@ class _ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         position = self.attention_position
         out = self.residual(self.attention(x) if position == "pre" else x)
-        if position == "standard":
-            out = self.attention(out)
         identity = x if self.downsample is None else self.downsample(x)
+        if position == "standard":
+            # at inference the attention's native kernel can end the block in its own pass
+            fused = fused_residual_relu(self.attention, out, identity)
+            if fused is not None:
+                return fused
+            out = self.attention(out)
         if position == "identity":
             identity = self.attention(identity)
         out = self.relu(out + identity)

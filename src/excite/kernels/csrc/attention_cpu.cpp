@@ -13,7 +13,8 @@
 // and run a whole block in one call per pass, the small steps (the channel MLP, the 'same'
 // convolution of the maps, the gates) as loops over plain buffers in between:
 //
-//   block_forward            inference (no autograd): the first three passes
+//   block_forward            inference (no autograd): the first three passes (optionally
+//                            ending a residual block: relu(y + identity) in the last)
 //   block_train_forward      the same, returning what the backward needs
 //   block_backward           the last three passes and every weight gradient
 //
@@ -385,9 +386,17 @@ inline void stream_fence() {
 
 template <typename scalar_t>
 void apply_kernel(const scalar_t* xp, const scalar_t* gp, const scalar_t* sp, scalar_t* op, int64_t n,
-                  int64_t c, int64_t s, bool ncs) {
+                  int64_t c, int64_t s, bool ncs, const scalar_t* rp = nullptr) {
   using acc_t = at::opmath_type<scalar_t>;
-  const bool stream = n * c * s * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
+  const bool stream = rp == nullptr && n * c * s * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
+  // a residual block's end, relu(out + residual), on the row just written (still in cache)
+  auto epilogue = [&](scalar_t* orow, const scalar_t* rrow, int64_t len) {
+_Pragma("omp simd")
+    for (int64_t j = 0; j < len; ++j) {
+      const acc_t v = round_to<scalar_t>(to_acc(orow[j]) + to_acc(rrow[j]));
+      orow[j] = from_acc<scalar_t>(v < acc_t(0) ? acc_t(0) : v);
+    }
+  };
   if (ncs) {
     at::parallel_for(0, n * c, std::max<int64_t>(1, kGrain / std::max<int64_t>(s, 1)), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
@@ -405,6 +414,7 @@ _Pragma("omp simd")
 _Pragma("omp simd")
           for (int64_t j = 0; j < s; ++j) orow[j] = from_acc<scalar_t>(to_acc(xr[j]) * gv);
         }
+        if (rp != nullptr) epilogue(orow, rp + r * s, s);
       }
       if (stream) stream_fence();
     });
@@ -423,6 +433,7 @@ _Pragma("omp simd")
 _Pragma("omp simd")
           for (int64_t k = 0; k < c; ++k) orow[k] = from_acc<scalar_t>(to_acc(xr[k]) * sv);
         }
+        if (rp != nullptr) epilogue(orow, rp + r * c, c);
       }
     });
   }
@@ -1120,10 +1131,18 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
                      bool channel_avg, bool channel_max, const std::string& act,
                      const c10::optional<Tensor>& weight_, const c10::optional<Tensor>& scale,
                      const c10::optional<Tensor>& shift, bool avg_first, bool spatial_avg, bool spatial_max,
-                     const std::string& gate) {
+                     const std::string& gate, const c10::optional<Tensor>& residual) {
   TORCH_CHECK(x.dim() >= 3 && x.dim() <= 5 && x.device().is_cpu(), "x must be an (N, C, *spatial) CPU tensor");
   bool copied = false;
   Tensor x3 = ncs_view(x, copied);
+  Tensor r3;  // relu(y + residual) instead of y: the end of a residual block, in the same pass
+  if (residual.has_value() && residual->defined()) {
+    bool r_copied = false;
+    r3 = ncs_view(*residual, r_copied);
+    TORCH_CHECK(!copied && r3.sizes() == x3.sizes() && r3.strides() == x3.strides() &&
+                    r3.scalar_type() == x3.scalar_type(),
+                "residual must have x's shape, dtype and layout (contiguous or channels_last)");
+  }
   Tensor out = copied ? at::empty(x.sizes(), x.options()) : at::empty_strided(x.sizes(), x.strides(), x.options());
   bool out_copied = false;
   Tensor out3 = ncs_view(out, out_copied);
@@ -1187,7 +1206,8 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
       for (int64_t i = 0; i < n * s; ++i) sx[i] = from_acc<scalar_t>(pre[i]);
     }
     apply_kernel<scalar_t>(xp, g.empty() ? nullptr : g.data(), sx.empty() ? nullptr : sx.data(),
-                           out3.mutable_data_ptr<scalar_t>(), n, c, s, ncs);
+                           out3.mutable_data_ptr<scalar_t>(), n, c, s, ncs,
+                           r3.defined() ? r3.const_data_ptr<scalar_t>() : nullptr);
   });
   return out;
 }
@@ -1625,7 +1645,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("block_forward", &block_forward, "a whole SE / M_c / M_s / CBAM block without autograd",
         py::arg("x"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"), py::arg("channel_avg"),
         py::arg("channel_max"), py::arg("act"), py::arg("weight"), py::arg("scale"), py::arg("shift"),
-        py::arg("avg_first"), py::arg("spatial_avg"), py::arg("spatial_max"), py::arg("gate"));
+        py::arg("avg_first"), py::arg("spatial_avg"), py::arg("spatial_max"), py::arg("gate"),
+        py::arg("residual") = py::none());
   m.def("block_train_forward", &block_train_forward, "a whole block's forward, keeping what its backward needs",
         py::arg("x3"), py::arg("out3"), py::arg("spatial"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"),
         py::arg("channel_avg"), py::arg("channel_max"), py::arg("act"), py::arg("weight"), py::arg("scale"),
