@@ -12,7 +12,7 @@ mode, interleaved (each repeat times every variant once), medians after warm-up:
 2. the per-call overhead of a CBAM call on (1, 64, 7, 7): the module's call minus the
    same block run through ``excite.kernels.unchecked`` (input check + dispatch);
 3. whole-model batch-1 inference at 224x224: resnet50 without attention, with SE and
-   with CBAM.
+   with CBAM (each residual block ending in the attention's native pass, and unfused).
 """
 
 from __future__ import annotations
@@ -119,6 +119,15 @@ def bench_models(repeats: int) -> None:
     for attention in ("none", "se", "cbam"):
         torch.manual_seed(0)
         models[attention] = excite.create_model("resnet50", attention=attention).eval()
+    # the same networks with each block's end unfused (attention, then the addition and its
+    # ReLU): a forward pre-hook on an attention module makes its block call it
+    for attention in ("se", "cbam"):
+        torch.manual_seed(0)
+        model = excite.create_model("resnet50", attention=attention).eval()
+        for name, module in model.named_modules():
+            if name.endswith(".attention"):
+                module.register_forward_pre_hook(lambda m, args: None)
+        models[f"{attention} (block end unfused)"] = model
     with torch.inference_mode():
         med = interleaved({k: (lambda m=m: m(x)) for k, m in models.items()}, repeats, warmup=2)
     print("| attention | median ms | vs none |")
