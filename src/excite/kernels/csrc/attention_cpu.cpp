@@ -1228,30 +1228,11 @@ Tensor mm_nt(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-// a^T @ b: a (r, m), b (r, n) -> (m, n)
-Tensor mm_tn(const Tensor& a, const Tensor& b) {
-  const int64_t r = a.size(0), m = a.size(1), n = b.size(1);
-  if (m * n * r > kSmallProduct) return at::mm(a.t(), b);
-  Tensor out = at::zeros({m, n}, a.options());
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mm_tn", [&] {
-    const scalar_t* ap = a.const_data_ptr<scalar_t>();
-    const scalar_t* bp = b.const_data_ptr<scalar_t>();
-    scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    for (int64_t q = 0; q < r; ++q) {
-      for (int64_t i = 0; i < m; ++i) {
-        const scalar_t av = ap[q * m + i];
-        _Pragma("omp simd")
-        for (int64_t j = 0; j < n; ++j) op[i * n + j] += av * bp[q * n + j];
-      }
-    }
-  });
-  return out;
-}
-
-// a @ b: a (m, k), b (k, n) -> (m, n)
+// a @ b: a (m, k) of any strides (a transposed view too), b (k, n) contiguous -> (m, n)
 Tensor mm_nn(const Tensor& a, const Tensor& b) {
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (m * n * k > kSmallProduct) return at::mm(a, b);
+  const int64_t si = a.stride(0), sq = a.stride(1);
   Tensor out = at::zeros({m, n}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mm_nn", [&] {
     const scalar_t* ap = a.const_data_ptr<scalar_t>();
@@ -1259,7 +1240,7 @@ Tensor mm_nn(const Tensor& a, const Tensor& b) {
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t q = 0; q < k; ++q) {
-        const scalar_t av = ap[i * k + q];
+        const scalar_t av = ap[i * si + q * sq];
         _Pragma("omp simd")
         for (int64_t j = 0; j < n; ++j) op[i * n + j] += av * bp[q * n + j];
       }
@@ -1584,7 +1565,7 @@ std::vector<Tensor> block_backward(
       for (int64_t q = 0; q < spec.pc; ++q)
         for (int64_t i = 0; i < n * hid; ++i) zp[i] += act_value(spec.act, hp[q * n * hid + i]);
     });
-    if (needs[3]) dw2 = mm_tn(dlogits, zsum);
+    if (needs[3]) dw2 = mm_nn(dlogits.t(), zsum);
     if (needs[4]) db2 = col_sum(dlogits, static_cast<double>(spec.pc));
     Tensor dz = mm_nn(dlogits, w2);  // (N, hidden), the same for every descriptor
     Tensor dh = at::empty({spec.pc, n, hid}, opts);
@@ -1599,7 +1580,7 @@ std::vector<Tensor> block_backward(
         }
     });
     Tensor dh2 = dh.view({spec.pc * n, hid});
-    if (needs[1]) dw1 = mm_tn(dh2, pooled->view({spec.pc * n, c}));
+    if (needs[1]) dw1 = mm_nn(dh2.t(), pooled->view({spec.pc * n, c}));
     if (needs[2]) db1 = col_sum(dh2, 1.0);
     if (needs[0]) dpooled = mm_nn(dh2, w1).view({spec.pc, n, c});
   }
