@@ -380,9 +380,9 @@ class CBAM(nn.Module):
         :func:`~excite.layers.fused_residual_relu`)."""
         if self.arrangement != "channel-spatial":
             return None
+        self._check(x)
         ch, sp = self.channel, self.spatial
         fc1, fc2 = ch.fc1, ch.fc2
-        check_input(x, module="CBAM", channels=self.channels, ndim=self.spatial_dims + 2, dtype=fc1.weight.dtype)
         cargs, sargs = ch._kernel_args(), sp._kernel_args()
         if cargs is None or sargs is None or cargs[1] != sargs[0]:
             return None
