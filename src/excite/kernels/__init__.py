@@ -16,8 +16,8 @@ Functions over (x, weights) with an ``impl`` switch:
   exporting/tracing (torch.export, TorchScript, ONNX), when observed (meta tensors, an
   active dispatch mode such as ``FlopCounterMode``) and for configurations without a
   fused form; Triton for CUDA tensors when triton is installed; the native kernels for
-  CPU tensors in eager mode when they are available (with gradients, SE and M_c only
-  from 2^16 elements, see :func:`resolve_impl`); otherwise on CPU the reference
+  CPU tensors in eager mode when they are available (every block, with or without
+  gradients, see :func:`resolve_impl`); otherwise on CPU the reference
   path for the channel-only blocks (SE, M_c) in float16/bfloat16 or below
   :data:`CHANNEL_FUSED_MIN_NUMEL` elements (where it measured faster), and the fused
   path for everything else (CBAM and M_s at every shape and dtype).

@@ -57,23 +57,6 @@ def use_impl(impl: str) -> Iterator[None]:
         _default = previous
 
 
-#: below this many elements the channel-only blocks (SE, M_c) that need a gradient run the
-#: reference path under "auto" on CPU: at a few thousand elements its few ATen calls cost
-#: less than the native autograd function's fixed overhead (benchmarks/training.py)
-NATIVE_CHANNEL_MIN_NUMEL = 1 << 16
-
-
-def _native_wins(x: torch.Tensor, kind: str) -> bool:
-    """Where the native kernels measured faster than the alternatives on CPU
-    (docs/benchmarks.md): every block at every size when ``x`` needs no gradient
-    (inference: the whole block is one C++ call); with gradients (one C++ call per pass),
-    the spatial blocks (M_s, CBAM) at every size and the channel-only blocks (SE, M_c)
-    from :data:`NATIVE_CHANNEL_MIN_NUMEL` elements."""
-    if not (x.requires_grad and torch.is_grad_enabled()):
-        return True
-    return kind != "channel" or x.numel() >= NATIVE_CHANNEL_MIN_NUMEL
-
-
 def _native_available() -> bool:
     return native.available()  # builds the extension on first use
 
@@ -154,10 +137,8 @@ def resolve_impl(
     2. "triton" for CUDA tensors when triton is installed;
     3. "native" for CPU tensors in eager mode when the C++ kernels are available
        (:mod:`excite.kernels.native`: built on first use; not under torch.compile, which
-       cannot trace them) and measured faster (:func:`_native_wins`): every block that
-       needs no gradient, spatial blocks at every size, channel-only blocks of at least
-       :data:`NATIVE_CHANNEL_MIN_NUMEL` elements; "reference" for the smaller
-       channel-only blocks that need a gradient;
+       cannot trace them): every block, with or without gradients (measured faster
+       than the reference and fused paths at the benchmarked shapes, docs/benchmarks.md);
     4. otherwise (no compiler, ``EXCITE_NATIVE=0``, torch.compile, other devices):
        "reference" for the channel-only blocks (``kind="channel"``: SE, M_c) on CPU in
        float16/bfloat16 or below :data:`CHANNEL_FUSED_MIN_NUMEL` elements, and "fused"
@@ -190,7 +171,7 @@ def resolve_impl(
         if x.is_cuda and triton_available():
             return "triton"
         if mode == "eager" and x.device.type == "cpu" and _native_available():
-            return "native" if _native_wins(x, kind) else "reference"
+            return "native"
         # Measured on CPU (docs/benchmarks.md): fused CBAM beats the reference at every
         # benchmarked shape and dtype; fused SE only in float32 on large tensors.
         if kind == "channel" and (

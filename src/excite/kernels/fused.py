@@ -85,7 +85,7 @@ def _maps_grad_dot(x3, dmaps3, idx, pools):
 
 def save_cbam(ctx, tensors, *, cfg, params):
     """Save CBAM's forward results for its analytic backward (the native path keeps its
-    own, in the same least sizes: :class:`~excite.kernels.native_functions.NativeBlockFunction`).
+    own, in the same least sizes: ``native.block_autograd``, see :mod:`excite.kernels.native_functions`).
 
     ``tensors`` is (x, pooled, h, z, logits, g, idx_c, w1, w2, maps, conv, pre, s, idx_s,
     weight, scale) in the compute dtype; the conv output is kept only with an affine, the

@@ -80,7 +80,11 @@ def load() -> ModuleType | None:
             flags = ["-O3", "-fopenmp", *_isa_flags()]
             digest = hashlib.sha1(_SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:10]
             name = f"excite_attention_cpu_{digest}"
-            print("excite: building the native CPU attention kernels (once; cached)", file=sys.stderr)
+            root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+            build_dir = Path(root, "excite", name)
+            build_dir.mkdir(parents=True, exist_ok=True)
+            if not (build_dir / f"{name}.so").exists():  # a finished build is reused silently
+                print("excite: building the native CPU attention kernels (once; cached)", file=sys.stderr)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 _module = cpp_extension.load(
@@ -88,6 +92,7 @@ def load() -> ModuleType | None:
                     sources=[str(_SOURCE)],
                     extra_cflags=flags,
                     extra_ldflags=["-fopenmp"],
+                    build_directory=str(build_dir),
                     verbose=False,
                 )
         except Exception as exc:  # no compiler, no headers, a failed build: keep the fallback

@@ -7,33 +7,30 @@ every block, whichever parts it has (a channel gate, a spatial gate or both), ru
   or an input and weights that need no gradient): one call,
   ``native.block_forward`` — global pools, the MLP, the channel-pooled maps of
   ``x * M_c``, the 'same' convolution, both gates and the products, no ATen op between;
-- **training**: :class:`NativeBlockFunction`, whose forward is one call
-  (``native.block_train_forward``, which also keeps the pooled values, the MLP's
-  pre-activations, the gates, the maps and the argmax positions of the max pools) and
-  whose backward is one call (``native.block_backward``: dL/dM_s and the dy part of
-  dL/dM_c in one pass over dy and x, the spatial gate's and the convolution's gradients,
-  the maps' share of dL/dM_c in one pass over x, the MLP's gradients, and dx in one pass
-  over dy).
+- **training**: ``native.block_autograd``, an autograd function written in C++ (no Python
+  runs in either pass) whose forward is one call (``block_train_forward``, which also
+  keeps the pooled values, the MLP's pre-activations, the gates, the maps and the argmax
+  positions of the max pools) and whose backward is one call (``block_backward``: dL/dM_s
+  and the dy part of dL/dM_c in one pass over dy and x, the spatial gate's and the
+  convolution's gradients, the maps' share of dL/dM_c in one pass over x, the MLP's
+  gradients, and dx in one pass over dy).
 
 So the forward reads x three times and writes once (CBAM), the backward reads dy twice and
 x twice and writes dx once, and a block costs two calls into C++ per training step
 whatever its size. Autocast is off inside: blocks compute in x's dtype with float32
-accumulation and small tensors for half inputs, as the fused path does.
+accumulation and small tensors for half inputs, as the fused path does. What the backward
+needs is kept at its least size, as the fused path keeps it: the maps in x's dtype, the
+channel argmax in one byte when C <= 256, the convolution's output only where an affine or
+the gate's derivative needs it.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.autograd import Function
 
 from . import native
-from .activations import ACTIVATIONS
-from .ops import autocast_off, cast, compute_dtype, empty_like_ncs, ncs
 
-__all__ = [
-    "NativeBlockFunction", "block_forward", "cbam", "channel_attention", "fuses_residual", "needs_grad",
-    "spatial_attention",
-]
+__all__ = ["block_forward", "cbam", "channel_attention", "fuses_residual", "needs_grad", "spatial_attention"]
 
 
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -75,16 +72,6 @@ def fuses_residual(x: torch.Tensor, residual: torch.Tensor) -> bool:
     )
 
 
-def _aligned(x: torch.Tensor, dout: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, S) views of x and dout in one layout (dout is copied to x's when they differ)."""
-    x3, dy3 = ncs(x), ncs(dout)
-    if dy3.stride() != x3.stride():
-        dy3 = ncs(dout.contiguous(memory_format=_format_of(x)))
-        if dy3.stride() != x3.stride():  # x was neither contiguous nor channels_last
-            x3, dy3 = x3.contiguous(), dy3.contiguous()
-    return x3, dy3
-
-
 def _format_of(x: torch.Tensor) -> torch.memory_format:
     if x.is_contiguous():
         return torch.contiguous_format
@@ -95,61 +82,25 @@ def _format_of(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-class NativeBlockFunction(Function):
-    """y = x * M_c(x) * M_s(x * M_c(x)) with either gate optional (SE / M_c: no spatial
-    part; M_s: no channel part; CBAM channel then spatial: both), one C++ call per pass."""
-
-    @staticmethod
-    @autocast_off
-    def forward(ctx, x, w1, b1, w2, b2, weight, scale, shift, cpools, spools, act, gate):
-        flags = _flags(cpools, spools)
-        out, out3 = empty_like_ncs(x)  # a fresh tensor, not a view (in-place safe)
-        x3 = ncs(x)
-        _, pooled, h, logits, g, idx_c, maps, conv, s, idx_s = native.load().block_train_forward(
-            x3, out3, x.shape[2:], w1, b1, w2, b2, flags[0], flags[1], act, weight, scale, shift,
-            *flags[2:], gate, ctx.needs_input_grad[0] or any(ctx.needs_input_grad[1:5]),
-        )
-        # kept at their least size, as the fused path keeps them: the maps in x's dtype (the
-        # values of x's dtype they are), the channel argmax in one byte when C <= 256, the
-        # convolution's output only where an affine or the gate's derivative needs it
-        if maps is not None:
-            maps = maps.to(x.dtype)
-        if idx_s is not None and x.shape[1] <= 256:
-            idx_s = idx_s.to(torch.uint8)
-        if scale is None and ACTIVATIONS[gate].from_output:
-            conv = None
-        ctx.save_for_backward(x, w1, w2, weight, scale, shift, pooled, h, logits, g, idx_c, maps, conv, s, idx_s)
-        ctx.cfg = (flags, act, gate)
-        ctx.dts = tuple(None if t is None else t.dtype for t in (w1, b1, w2, b2, weight, scale, shift))
-        return out
-
-    @staticmethod
-    @autocast_off
-    def backward(ctx, dout):
-        x, w1, w2, weight, scale, shift, *saved = ctx.saved_tensors
-        maps, idx_s = saved[5], saved[8]
-        saved[5] = None if maps is None else maps.to(compute_dtype(x))
-        saved[8] = None if idx_s is None else idx_s.long()
-        flags, act, gate = ctx.cfg
-        x3, dy3 = _aligned(x, dout)
-        grads = native.load().block_backward(
-            dy3, x3, x.shape[2:], w1, w2, flags[0], flags[1], act, weight, scale, shift, *flags[2:], gate,
-            *saved, list(ctx.needs_input_grad[:8]),
-        )
-        dx = None if grads[0] is None else grads[0].view(x.shape)  # laid out as x3
-        return (dx, *[cast(t, dt) for t, dt in zip(grads[1:], ctx.dts)], None, None, None, None)
+def _block(x, w1, b1, w2, b2, weight, scale, shift, cpools, spools, act, gate):
+    """The block with autograd: ``native.block_autograd``, a C++ autograd function whose
+    forward (``block_train_forward``) and backward (``block_backward``) are one call each."""
+    cavg, cmax, avg_first, savg, smax = _flags(cpools, spools)
+    return native.load().block_autograd(
+        x, w1, b1, w2, b2, weight, scale, shift, cavg, cmax, act, avg_first, savg, smax, gate
+    )
 
 
 def channel_attention(x, w1, b1, w2, b2, pools, act, gate):
     if not needs_grad(x, w1, b1, w2, b2):
         return block_forward(x, gate, mlp=(w1, b1, w2, b2, pools, act))
-    return NativeBlockFunction.apply(x, w1, b1, w2, b2, None, None, None, pools, (), act, gate)
+    return _block(x, w1, b1, w2, b2, None, None, None, pools, (), act, gate)
 
 
 def spatial_attention(x, weight, scale, shift, pools, gate):
     if not needs_grad(x, weight, scale, shift):
         return block_forward(x, gate, conv=(weight, scale, shift, pools))
-    return NativeBlockFunction.apply(x, None, None, None, None, weight, scale, shift, (), pools, "identity", gate)
+    return _block(x, None, None, None, None, weight, scale, shift, (), pools, "identity", gate)
 
 
 def cbam(x, w1, b1, w2, b2, weight, scale, shift, channel_pools, spatial_pools, act, gate):
@@ -157,6 +108,4 @@ def cbam(x, w1, b1, w2, b2, weight, scale, shift, channel_pools, spatial_pools, 
         return block_forward(
             x, gate, mlp=(w1, b1, w2, b2, channel_pools, act), conv=(weight, scale, shift, spatial_pools)
         )
-    return NativeBlockFunction.apply(
-        x, w1, b1, w2, b2, weight, scale, shift, channel_pools, spatial_pools, act, gate
-    )
+    return _block(x, w1, b1, w2, b2, weight, scale, shift, channel_pools, spatial_pools, act, gate)

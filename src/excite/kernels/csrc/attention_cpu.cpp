@@ -103,6 +103,95 @@ inline double round_to<double>(double v) { return v; }
 // the work below this on the machines measured (2-core VMs; waking the pool's threads).
 constexpr int64_t kGrain = int64_t(1) << 17;
 
+#if defined(__AVX2__) && defined(__FMA__)
+// lanes 0..n-1 set (none for n <= 0, all for n >= 8): masked loads and stores of a row's last values
+inline __m256i tail_mask(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+inline float hsum(__m256 v) {
+  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
+}
+
+inline float hmax(__m256 v) {
+  const __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 h2 = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_max_ss(h2, _mm_movehdup_ps(h2)));
+}
+
+// sum, max and the first position of the max of a row of s floats, in registers (a NaN
+// in the row shows in the sum; the caller then takes the scalar loop's NaN rules)
+inline void row_pools(const float* row, int64_t s, bool want_max, bool want_idx, float& sum, float& mx, int64_t& im) {
+  __m256 vs = _mm256_setzero_ps();
+  const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256 vm = ninf;
+  __m256i vi = _mm256_setzero_si256();
+  __m256i pos = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i step = _mm256_set1_epi32(8);
+  int64_t j = 0;
+  if (!want_idx) {  // four independent sums (and maxima) in flight
+    __m256 vs1 = _mm256_setzero_ps(), vs2 = _mm256_setzero_ps(), vs3 = _mm256_setzero_ps();
+    __m256 vm1 = ninf, vm2 = ninf, vm3 = ninf;
+    for (; j + 32 <= s; j += 32) {
+      const __m256 v0 = _mm256_loadu_ps(row + j), v1 = _mm256_loadu_ps(row + j + 8);
+      const __m256 v2 = _mm256_loadu_ps(row + j + 16), v3 = _mm256_loadu_ps(row + j + 24);
+      vs = _mm256_add_ps(vs, v0);
+      vs1 = _mm256_add_ps(vs1, v1);
+      vs2 = _mm256_add_ps(vs2, v2);
+      vs3 = _mm256_add_ps(vs3, v3);
+      if (want_max) {
+        vm = _mm256_max_ps(v0, vm);
+        vm1 = _mm256_max_ps(v1, vm1);
+        vm2 = _mm256_max_ps(v2, vm2);
+        vm3 = _mm256_max_ps(v3, vm3);
+      }
+    }
+    vs = _mm256_add_ps(_mm256_add_ps(vs, vs1), _mm256_add_ps(vs2, vs3));
+    vm = _mm256_max_ps(_mm256_max_ps(vm, vm1), _mm256_max_ps(vm2, vm3));
+  }
+  for (; j + 8 <= s; j += 8) {
+    const __m256 v = _mm256_loadu_ps(row + j);
+    vs = _mm256_add_ps(vs, v);
+    if (want_idx) {
+      const __m256 gt = _mm256_cmp_ps(v, vm, _CMP_GT_OQ);
+      vm = _mm256_blendv_ps(vm, v, gt);
+      vi = _mm256_blendv_epi8(vi, pos, _mm256_castps_si256(gt));
+      pos = _mm256_add_epi32(pos, step);
+    } else if (want_max) {
+      vm = _mm256_max_ps(v, vm);
+    }
+  }
+  if (j < s) {
+    const __m256i mask = tail_mask(s - j);
+    const __m256 v0 = _mm256_maskload_ps(row + j, mask);
+    vs = _mm256_add_ps(vs, v0);
+    const __m256 v = _mm256_blendv_ps(ninf, v0, _mm256_castsi256_ps(mask));
+    if (want_idx) {
+      const __m256 gt = _mm256_cmp_ps(v, vm, _CMP_GT_OQ);
+      vm = _mm256_blendv_ps(vm, v, gt);
+      vi = _mm256_blendv_epi8(vi, pos, _mm256_castps_si256(gt));
+    } else if (want_max) {
+      vm = _mm256_max_ps(v, vm);
+    }
+  }
+  sum = hsum(vs);
+  if (!want_max && !want_idx) return;
+  mx = hmax(vm);
+  if (!want_idx) return;
+  alignas(32) float lm[8];
+  alignas(32) int32_t li[8];
+  _mm256_store_ps(lm, vm);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(li), vi);
+  int64_t first = s;
+  for (int l = 0; l < 8; ++l) {
+    if (lm[l] == mx && li[l] < first) first = li[l];
+  }
+  im = first == s ? 0 : first;  // every value -inf: position 0
+}
+#endif
+
 template <typename acc_t>
 inline bool max_update(acc_t v, acc_t m) {
   // true when v replaces the running maximum m: larger, or the first NaN (torch.max semantics)
@@ -123,6 +212,11 @@ void global_pools_kernel(const scalar_t* xp, int64_t n, int64_t c, int64_t s, bo
         acc_t sum = 0;
         acc_t m = -std::numeric_limits<acc_t>::infinity();
         int64_t im = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+        if constexpr (std::is_same<scalar_t, float>::value) {
+          row_pools(row, s, mp != nullptr, ip != nullptr, sum, m, im);
+        } else
+#endif
         if (ip == nullptr && s < 16) {  // short rows: a vectorised reduction costs more than it saves
           for (int64_t j = 0; j < s; ++j) {
             acc_t v = to_acc(row[j]);
@@ -769,6 +863,26 @@ Geometry geometry(c10::IntArrayRef spatial, c10::IntArrayRef kernel) {
   return {sz[0], sz[1], sz[2], k[0], k[1], k[2]};
 }
 
+// The taps that can reach the map: along an axis of n positions, a tap more than n - 1
+// away from the centre only ever reads zero padding, so a kernel wider than 2n - 1 is cut
+// to its middle 2n - 1 taps (exactly the same sums: 7x7 on a 1x1 map is its centre tap).
+// `g` is the cut geometry, `ot/oh/ow` the first kept tap along each axis of the full kernel.
+struct Crop {
+  Geometry g;
+  int64_t ot, oh, ow;
+  int64_t full_taps;
+  // index in the full kernel of cut tap (a, b, c)
+  int64_t full(int64_t a, int64_t b, int64_t c, const Geometry& f) const {
+    return ((a + ot) * f.kh + (b + oh)) * f.kw + (c + ow);
+  }
+};
+
+Crop crop(const Geometry& f) {
+  auto keep = [](int64_t k, int64_t n) { return std::min(k, 2 * n - 1); };
+  const Geometry g{f.t, f.h, f.w, keep(f.kt, f.t), keep(f.kh, f.h), keep(f.kw, f.w)};
+  return {g, (f.kt - g.kt) / 2, (f.kh - g.kh) / 2, (f.kw - g.kw) / 2, f.taps()};
+}
+
 // in (N, cin, S), w (cout, cin, taps), out (N, cout, S); flip: use w[i, o, reversed taps]
 // instead (the input gradient: a correlation with the flipped kernel). The input is copied
 // once into zero-padded planes, so every tap is one pass over a contiguous stretch of a
@@ -831,23 +945,34 @@ void conv_taps<float>(const float* base, const int64_t* offset, const float* w, 
     _mm256_storeu_ps(ap + j0 + 16, a2);
     _mm256_storeu_ps(ap + j0 + 24, a3);
   }
-  if (j0 < len) {
-    std::fill(ap + j0, ap + len, 0.0f);
+  if (j0 < len) {  // the last 1-31 outputs the same way, masked: nothing read or written past them
+    const int64_t r = len - j0;
+    const __m256i m0 = tail_mask(r), m1 = tail_mask(r - 8), m2 = tail_mask(r - 16), m3 = tail_mask(r - 24);
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
     for (int64_t q = 0; q < k; ++q) {
-      const float wv = w[q];
-      const float* src = base + offset[q];
-      for (int64_t j = j0; j < len; ++j) ap[j] += wv * src[j];
+      const __m256 wv = _mm256_set1_ps(w[q]);
+      const float* src = base + offset[q] + j0;
+      a0 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(src, m0), a0);
+      a1 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(src + 8, m1), a1);
+      a2 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(src + 16, m2), a2);
+      a3 = _mm256_fmadd_ps(wv, _mm256_maskload_ps(src + 24, m3), a3);
     }
+    _mm256_maskstore_ps(ap + j0, m0, a0);
+    _mm256_maskstore_ps(ap + j0 + 8, m1, a1);
+    _mm256_maskstore_ps(ap + j0 + 16, m2, a2);
+    _mm256_maskstore_ps(ap + j0 + 24, m3, a3);
   }
 }
 #endif
 
 template <typename T>
 void conv_same_loop(const T* in, const T* w, T* out, int64_t n, int64_t cin, int64_t cout,
-                    const Geometry& g, bool flip) {
+                    const Geometry& full, bool flip) {
+  const Crop cut = crop(full);
+  const Geometry& g = cut.g;
   const Padded p = padded(g);
   const std::vector<T> pad = pad_planes(in, n * cin, g, p);
-  const int64_t taps = g.taps();
+  const int64_t taps = g.taps(), ftaps = cut.full_taps;
   const int64_t work = std::max<int64_t>(1, cin * taps * p.len);
   // every (input channel, tap) as a weight and an offset into the padded planes of a sample
   std::vector<T> wt(cout * cin * taps);
@@ -855,9 +980,10 @@ void conv_same_loop(const T* in, const T* w, T* out, int64_t n, int64_t cin, int
   for (int64_t ci = 0; ci < cin; ++ci) {
     for (int64_t tap = 0; tap < taps; ++tap) {
       const int64_t c = tap % g.kw, bb = (tap / g.kw) % g.kh, a = tap / (g.kw * g.kh);
+      const int64_t ft = cut.full(a, bb, c, full);
       offset[ci * taps + tap] = (ci * p.tp + a) * p.plane + bb * p.wp + c;
       for (int64_t o = 0; o < cout; ++o) {
-        wt[(o * cin + ci) * taps + tap] = flip ? w[(ci * cout + o) * taps + taps - 1 - tap] : w[(o * cin + ci) * taps + tap];
+        wt[(o * cin + ci) * taps + tap] = flip ? w[(ci * cout + o) * ftaps + ftaps - 1 - ft] : w[(o * cin + ci) * ftaps + ft];
       }
     }
   }
@@ -876,53 +1002,66 @@ void conv_same_loop(const T* in, const T* w, T* out, int64_t n, int64_t cin, int
   });
 }
 
-// out[c] += sum_j g[j] * src[j + c] for c < kw, j < len: kw neighbouring taps of the
-// weight gradient from one plane.
+// out[c] = sum_q sum_j g_q[j] * src_q[j + c] for c < kw, j < len, over m planes q: kw
+// neighbouring taps of the weight gradient.
 template <typename T>
-void dot_shifts(const T* g, const T* src, int64_t len, int64_t kw, T* out) {
+void dot_shifts(const T* const* gs, const T* const* srcs, int64_t m, int64_t len, int64_t kw, T* out) {
   for (int64_t c = 0; c < kw; ++c) {
     T sum = 0;
-    _Pragma("omp simd reduction(+ : sum)")
-    for (int64_t j = 0; j < len; ++j) sum += g[j] * src[j + c];
-    out[c] += sum;
+    for (int64_t q = 0; q < m; ++q) {
+      const T* g = gs[q];
+      const T* src = srcs[q] + c;
+      _Pragma("omp simd reduction(+ : sum)")
+      for (int64_t j = 0; j < len; ++j) sum += g[j] * src[j];
+    }
+    out[c] = sum;
   }
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
-// float with AVX2/FMA, up to 8 taps: each gradient vector is loaded once for all of them
+// float with AVX2/FMA, 8 taps at a time: each gradient vector is loaded once for all of
+// them, the sums stay in registers across the planes (one horizontal sum per tap)
 template <>
-void dot_shifts<float>(const float* g, const float* src, int64_t len, int64_t kw, float* out) {
-  if (kw > 8) {
-    for (int64_t c = 0; c < kw; ++c) {
-      float sum = 0;
-      for (int64_t j = 0; j < len; ++j) sum += g[j] * src[j + c];
-      out[c] += sum;
+void dot_shifts<float>(const float* const* gs, const float* const* srcs, int64_t m, int64_t len, int64_t kw, float* out) {
+  const int64_t body = len - len % 8;
+  const __m256i mask = tail_mask(len % 8 == 0 ? 1 : len % 8);
+  for (int64_t c0 = 0; c0 < kw; c0 += 8) {
+    const int64_t kc = std::min<int64_t>(8, kw - c0);
+    __m256 acc[8];
+    for (int64_t c = 0; c < 8; ++c) acc[c] = _mm256_setzero_ps();
+    for (int64_t q = 0; q < m; ++q) {
+      const float* g = gs[q];
+      const float* src = srcs[q] + c0;
+      for (int64_t j = 0; j < body; j += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + j);
+        for (int64_t c = 0; c < kc; ++c) acc[c] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(src + j + c), acc[c]);
+      }
+      if (body < len) {
+        const __m256 gv = _mm256_maskload_ps(g + body, mask);
+        for (int64_t c = 0; c < kc; ++c) {
+          acc[c] = _mm256_fmadd_ps(gv, _mm256_maskload_ps(src + body + c, mask), acc[c]);
+        }
+      }
     }
-    return;
-  }
-  __m256 acc[8];
-  for (int64_t c = 0; c < 8; ++c) acc[c] = _mm256_setzero_ps();
-  int64_t j = 0;
-  for (; j + 8 <= len; j += 8) {
-    const __m256 gv = _mm256_loadu_ps(g + j);
-    for (int64_t c = 0; c < kw; ++c) acc[c] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(src + j + c), acc[c]);
-  }
-  for (int64_t c = 0; c < kw; ++c) {
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, acc[c]);
-    float sum = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
-    for (int64_t jj = j; jj < len; ++jj) sum += g[jj] * src[jj + c];
-    out[c] += sum;
+    for (int64_t c = 0; c < kc; ++c) {
+      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[c]), _mm256_extractf128_ps(acc[c], 1));
+      const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      out[c0 + c] = _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
+    }
   }
 }
 #endif
 
 // dw[o, i, a, b, c] = sum_n sum_pos grad[n, o, pos] * in[n, i, pos + tap - pad]; grad and in
-// as in conv_same_loop (dw (cout, cin, taps) is overwritten)
+// as in conv_same_loop (dw (cout, cin, taps) is overwritten; taps that reach no position
+// of the map (see crop) are zero)
 template <typename T>
 void conv_same_weight_grad_loop(const T* in, const T* grad, T* dw, int64_t n, int64_t cin, int64_t cout,
-                                const Geometry& g) {
+                                const Geometry& full) {
+  const Crop cut = crop(full);
+  const Geometry& g = cut.g;
   const Padded p = padded(g);
+  std::fill(dw, dw + cout * cin * cut.full_taps, T(0));
   const std::vector<T> pad = pad_planes(in, n * cin, g, p);
   // the gradient at the padded pitch, zero in the columns between rows
   std::vector<T> gp(n * cout * g.t * p.len, T(0));
@@ -931,21 +1070,23 @@ void conv_same_weight_grad_loop(const T* in, const T* grad, T* dw, int64_t n, in
     std::copy(grad + r * g.w, grad + (r + 1) * g.w, gp.data() + q * p.len + hh * p.wp);
   }
   const int64_t rows = cout * cin * g.kt * g.kh;  // one task: the kw taps of one (o, i, a, b)
-  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, n * g.t * p.len * g.kw)),
+  const int64_t planes = n * g.t;
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, planes * p.len * g.kw)),
                    [&](int64_t b, int64_t e) {
     std::vector<T> total(g.kw);
+    std::vector<const T*> gs(planes), srcs(planes);
     for (int64_t task = b; task < e; ++task) {
       const int64_t bb = task % g.kh, a = (task / g.kh) % g.kt, ci = (task / (g.kh * g.kt)) % cin,
                     o = task / (g.kh * g.kt * cin);
-      std::fill(total.begin(), total.end(), T(0));
       for (int64_t i0 = 0; i0 < n; ++i0) {
         for (int64_t tt = 0; tt < g.t; ++tt) {
-          const T* gr = gp.data() + ((i0 * cout + o) * g.t + tt) * p.len;
-          const T* src = pad.data() + ((i0 * cin + ci) * p.tp + tt + a) * p.plane + bb * p.wp;
-          dot_shifts(gr, src, p.len, g.kw, total.data());
+          gs[i0 * g.t + tt] = gp.data() + ((i0 * cout + o) * g.t + tt) * p.len;
+          srcs[i0 * g.t + tt] = pad.data() + ((i0 * cin + ci) * p.tp + tt + a) * p.plane + bb * p.wp;
         }
       }
-      std::copy(total.begin(), total.end(), dw + task * g.kw);
+      dot_shifts(gs.data(), srcs.data(), planes, p.len, g.kw, total.data());
+      T* row = dw + (o * cin + ci) * cut.full_taps;
+      for (int64_t c = 0; c < g.kw; ++c) row[cut.full(a, bb, c, full)] = total[c];
     }
   });
 }
@@ -1006,12 +1147,25 @@ Tensor conv_same_weight_grad(const Tensor& maps, const Tensor& grad, c10::IntArr
 }
 
 // ------------------------------------------------------------------ the channel MLP
-// out (m, n) = a (m, k) @ b (n, k)^T for small products, raw contiguous buffers: dot
-// products over k when k is long, otherwise rows of out updated from a transposed copy of b
-// (a vectorised reduction over a handful of elements costs more than it computes). Split
-// over the output columns (the rows of b, e.g. a weight read once) when the work is large.
+// The channel MLP's products are a few hundred multiply-adds in the smallest blocks: loops
+// skip ATen's per-call cost (3-6 us) there. Beyond these many multiply-adds a BLAS (at::mm)
+// is faster (measured on the 2-core VM): the dot-product loops of gemm_nt keep up to
+// 2^17, the row updates of mm_nn (the backward's products) only to 2^13.
+constexpr int64_t kSmallDots = int64_t(1) << 17;
+constexpr int64_t kSmallProduct = int64_t(1) << 13;
+
+// out (m, n) = a (m, k) @ b (n, k)^T, raw contiguous buffers: at::mm beyond kSmallDots;
+// for small products dot products over k when k is long, otherwise rows of out updated
+// from a transposed copy of b (a vectorised reduction over a handful of elements costs more
+// than it computes).
 template <typename T>
 void gemm_nt(const T* a, const T* b, T* out, int64_t m, int64_t n, int64_t k) {
+  if (m * n * k > kSmallDots) {  // a BLAS, writing into out
+    const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+    Tensor o = at::from_blob(out, {m, n}, opts);
+    at::mm_out(o, at::from_blob(const_cast<T*>(a), {m, k}, opts), at::from_blob(const_cast<T*>(b), {n, k}, opts).t());
+    return;
+  }
   if (k >= 32) {
     at::parallel_for(0, n, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, m * k)), [&](int64_t jb, int64_t je) {
       for (int64_t j = jb; j < je; ++j) {
@@ -1060,25 +1214,6 @@ void mlp_logits_kernel(const T* zp, int64_t p, int64_t n, int64_t c, int64_t hid
   if (b2p != nullptr)
     for (int64_t i = 0; i < n; ++i)
       for (int64_t k = 0; k < c; ++k) lp[i * c + k] += static_cast<T>(p) * b2p[k];
-}
-
-// The same through ATen's matmul (large problems: batch x width beyond a few million MACs).
-Tensor mlp_logits_aten(const Tensor& pooled, const Tensor& w1, const Tensor& b1, const Tensor& w2,
-                       const Tensor& b2, Act act) {
-  Tensor h = at::matmul(pooled, w1.t());
-  if (b1.defined()) h = h + b1;
-  Tensor z;
-  switch (act) {
-    case Act::kRelu: z = at::relu(h); break;
-    case Act::kSilu: z = at::silu(h); break;
-    case Act::kGelu: z = at::gelu(h); break;
-    case Act::kTanh: z = at::tanh(h); break;
-    case Act::kSigmoid: z = at::sigmoid(h); break;
-    case Act::kHardSigmoid: z = at::hardsigmoid(h); break;
-    case Act::kIdentity: z = h; break;
-  }
-  Tensor logits = at::matmul(z.sum(0), w2.t());
-  return b2.defined() ? logits + b2 * static_cast<double>(pooled.size(0)) : logits;
 }
 
 // -------------------------------------------------------------- a whole block, inference
@@ -1167,14 +1302,8 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
       global_pools_kernel<scalar_t, acc_t>(xp, n, c, s, ncs, channel_avg ? pooled.data() : nullptr,
                                            channel_max ? pooled.data() + (p - 1) * n * c : nullptr, nullptr);
       const Act mlp_act = parse_act(act);
-      if (p * n * c * hid > (int64_t(1) << 17)) {  // a BLAS reads the weights faster
-        Tensor pt = at::from_blob(pooled.data(), {p, n, c}, x3.options().dtype(acc));
-        Tensor lt = mlp_logits_aten(pt, w1, b1, w2, b2, mlp_act).contiguous();
-        std::copy(lt.const_data_ptr<acc_t>(), lt.const_data_ptr<acc_t>() + n * c, logits.begin());
-      } else {
-        mlp_logits_kernel<acc_t>(pooled.data(), p, n, c, hid, w1.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(b1),
-                                 w2.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(b2), mlp_act, logits.data());
-      }
+      mlp_logits_kernel<acc_t>(pooled.data(), p, n, c, hid, w1.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(b1),
+                               w2.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(b2), mlp_act, logits.data());
       g.resize(n * c);
       act_inplace(gate_act, logits.data(), n * c);
       for (int64_t i = 0; i < n * c; ++i) g[i] = from_acc<scalar_t>(logits[i]);
@@ -1213,14 +1342,9 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
 }
 
 // ------------------------------------------------------ small matrix products, training
-// The channel MLP's products in training are a few thousand multiply-adds for the small
-// blocks; loops skip ATen's per-call cost there, ATen (a BLAS) takes the large ones.
-constexpr int64_t kSmallProduct = int64_t(1) << 18;
-
 // a @ b^T: a (m, k), b (n, k) -> (m, n)
 Tensor mm_nt(const Tensor& a, const Tensor& b) {
   const int64_t m = a.size(0), k = a.size(1), n = b.size(0);
-  if (m * n * k > kSmallProduct) return at::mm(a, b.t());
   Tensor out = at::empty({m, n}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mm_nt", [&] {
     gemm_nt(a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), m, n, k);
@@ -1600,6 +1724,107 @@ std::vector<Tensor> block_backward(
 
 }  // namespace
 
+// ------------------------------------------------------ a whole block, autograd
+// The training path as one C++ autograd function: its forward is block_train_forward, its
+// backward block_backward, with no Python between (a Python autograd.Function costs tens
+// of microseconds per pass in argument handling alone, more than the kernels on small maps).
+// Inputs are as block_forward's; autocast is off inside (the block picks its own compute
+// dtype); what is saved is kept at its least size: the maps in x's dtype (the values of
+// x's dtype they are), the channel argmax in one byte when C <= 256, the convolution's
+// output only where an affine or the gate's derivative needs it.
+bool grad_from_output(Act a) { return a == Act::kTanh || a == Act::kSigmoid || a == Act::kIdentity; }
+
+bool wants_grad(const c10::optional<Tensor>& t) { return t.has_value() && t->defined() && t->requires_grad(); }
+
+Tensor opt(const c10::optional<Tensor>& t) { return t.has_value() ? *t : Tensor(); }
+
+struct NativeBlock : public torch::autograd::Function<NativeBlock> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const c10::optional<Tensor>& w1,
+                        const c10::optional<Tensor>& b1, const c10::optional<Tensor>& w2,
+                        const c10::optional<Tensor>& b2, const c10::optional<Tensor>& weight,
+                        const c10::optional<Tensor>& scale, const c10::optional<Tensor>& shift, bool channel_avg,
+                        bool channel_max, const std::string& act, bool avg_first, bool spatial_avg, bool spatial_max,
+                        const std::string& gate) {
+    TORCH_CHECK(x.dim() >= 3 && x.dim() <= 5 && x.device().is_cpu(), "x must be an (N, C, *spatial) CPU tensor");
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    const std::vector<bool> needs = {x.requires_grad(), wants_grad(w1), wants_grad(b1), wants_grad(w2),
+                                     wants_grad(b2), wants_grad(weight), wants_grad(scale), wants_grad(shift)};
+    bool copied = false, out_copied = false;
+    Tensor x3 = ncs_view(x, copied);
+    Tensor out = copied ? at::empty(x.sizes(), x.options()) : at::empty_strided(x.sizes(), x.strides(), x.options());
+    Tensor out3 = ncs_view(out, out_copied);
+    const bool need_index = needs[0] || needs[1] || needs[2] || needs[3] || needs[4];
+    auto r = block_train_forward(x3, out3, x.sizes().slice(2), w1, b1, w2, b2, channel_avg, channel_max, act, weight,
+                                 scale, shift, avg_first, spatial_avg, spatial_max, gate, need_index);
+    Tensor maps = r[6], conv = r[7], idx_s = r[9];
+    if (maps.defined()) maps = maps.to(x.scalar_type());
+    if (idx_s.defined() && x.size(1) <= 256) idx_s = idx_s.to(at::kByte);
+    if (!(scale.has_value() && scale->defined()) && grad_from_output(parse_act(gate))) conv = Tensor();
+    ctx->save_for_backward({x, opt(w1), opt(w2), opt(weight), opt(scale), opt(shift), r[1], r[2], r[3], r[4], r[5],
+                            maps, conv, r[8], idx_s});
+    ctx->saved_data["flags"] = c10::List<bool>({channel_avg, channel_max, avg_first, spatial_avg, spatial_max});
+    ctx->saved_data["act"] = act;
+    ctx->saved_data["gate"] = gate;
+    ctx->saved_data["needs"] = c10::List<bool>({needs[0], needs[1], needs[2], needs[3], needs[4], needs[5], needs[6], needs[7]});
+    // the dtypes the weights' gradients go back in (they are computed in the opmath dtype)
+    std::vector<int64_t> dts;
+    for (const auto* t : {&w1, &b1, &w2, &b2, &weight, &scale, &shift}) {
+      dts.push_back(t->has_value() && (*t)->defined() ? static_cast<int64_t>((*t)->scalar_type()) : -1);
+    }
+    ctx->saved_data["dtypes"] = c10::List<int64_t>(dts);
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
+    auto saved = ctx->get_saved_variables();
+    const Tensor& x = saved[0];
+    const auto flag_list = ctx->saved_data["flags"].toBoolList();
+    std::vector<bool> flags(flag_list.begin(), flag_list.end());
+    const std::string act = ctx->saved_data["act"].toStringRef();
+    const std::string gate = ctx->saved_data["gate"].toStringRef();
+    const auto needs_list = ctx->saved_data["needs"].toBoolList();
+    const auto dts = ctx->saved_data["dtypes"].toIntVector();
+    std::vector<bool> needs(needs_list.begin(), needs_list.end());
+    const Tensor& dout = grad_outputs[0];
+    bool copied = false;
+    Tensor x3 = ncs_view(x, copied), dy3 = ncs_view(dout, copied);
+    if (dy3.strides() != x3.strides()) {  // dout laid out otherwise: into x's layout
+      dy3 = ncs_view(dout.contiguous(x.suggest_memory_format()), copied);
+      if (dy3.strides() != x3.strides()) {  // x was neither contiguous nor channels-last
+        x3 = x3.contiguous();
+        dy3 = dy3.contiguous();
+      }
+    }
+    const auto acc = at::toOpMathType(x.scalar_type());
+    Tensor maps = saved[11].defined() ? saved[11].to(acc) : Tensor();
+    Tensor idx_s = saved[14].defined() ? saved[14].to(at::kLong) : Tensor();
+    auto grads = block_backward(dy3, x3, x.sizes().slice(2), saved[1], saved[2], flags[0], flags[1], act, saved[3],
+                                saved[4], saved[5], flags[2], flags[3], flags[4], gate, saved[6], saved[7], saved[8],
+                                saved[9], saved[10], maps, saved[12], saved[13], idx_s, needs);
+    torch::autograd::variable_list out(15);
+    if (grads[0].defined()) out[0] = grads[0].view(x.sizes());  // laid out as x3
+    for (size_t i = 1; i < 8; ++i) {
+      Tensor g = grads[i];
+      if (g.defined() && dts[i - 1] >= 0 && g.scalar_type() != static_cast<at::ScalarType>(dts[i - 1])) {
+        g = g.to(static_cast<at::ScalarType>(dts[i - 1]));
+      }
+      out[i] = g;
+    }
+    return out;
+  }
+};
+
+Tensor block_autograd(const Tensor& x, const c10::optional<Tensor>& w1, const c10::optional<Tensor>& b1,
+                      const c10::optional<Tensor>& w2, const c10::optional<Tensor>& b2,
+                      const c10::optional<Tensor>& weight, const c10::optional<Tensor>& scale,
+                      const c10::optional<Tensor>& shift, bool channel_avg, bool channel_max, const std::string& act,
+                      bool avg_first, bool spatial_avg, bool spatial_max, const std::string& gate) {
+  return NativeBlock::apply(x, w1, b1, w2, b2, weight, scale, shift, channel_avg, channel_max, act, avg_first,
+                            spatial_avg, spatial_max, gate);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "excite: one-pass CPU kernels for SE / CBAM (see attention_cpu.cpp)";
   m.def("global_pools", &global_pools, "mean (opmath dtype) and max (+argmax) over S of an (N, C, S) view",
@@ -1639,6 +1864,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("avg_first"), py::arg("spatial_avg"), py::arg("spatial_max"), py::arg("gate"), py::arg("pooled"),
         py::arg("h"), py::arg("logits"), py::arg("g"), py::arg("idx_c"), py::arg("maps"), py::arg("conv"),
         py::arg("s"), py::arg("idx_s"), py::arg("needs"));
+  m.def("block_autograd", &block_autograd, "a whole block with autograd: one C++ call per pass",
+        py::arg("x"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"), py::arg("weight"), py::arg("scale"),
+        py::arg("shift"), py::arg("channel_avg"), py::arg("channel_max"), py::arg("act"), py::arg("avg_first"),
+        py::arg("spatial_avg"), py::arg("spatial_max"), py::arg("gate"));
   m.def("maps_grad_dot", &maps_grad_dot, "sum_s x * d(channel-pooled maps)/dF' in one pass over x",
         py::arg("x3"), py::arg("dmaps"), py::arg("avg_slot"), py::arg("max_slot"), py::arg("idx"));
 }
