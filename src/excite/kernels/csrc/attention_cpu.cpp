@@ -346,6 +346,55 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
     if (max_slot >= 0) op[(i * p + max_slot) * s + j] = static_cast<map_t>(m);
     if (ip != nullptr) ip[i * s + j] = im;
   };
+#if defined(__AVX2__) && defined(__FMA__)
+  if constexpr (std::is_same<scalar_t, float>::value) {
+    if (ncs) {  // 32 positions at a time, their sums, maxima and argmax in registers across C
+      constexpr int64_t sblock = 32;
+      const int64_t nblocks = (s + sblock - 1) / sblock;
+      const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(c * std::min(s, sblock), 1));
+      at::parallel_for(0, n * nblocks, grain, [&](int64_t b, int64_t e) {
+        alignas(32) float sum[sblock], mx[sblock];
+        alignas(32) int32_t im[sblock];
+        for (int64_t t = b; t < e; ++t) {
+          const int64_t i = t / nblocks, s0 = (t % nblocks) * sblock, sn = std::min(sblock, s - s0);
+          const float* base = xp + i * c * s + s0;
+          __m256i mask[4];
+          for (int q = 0; q < 4; ++q) mask[q] = tail_mask(sn - 8 * q);
+          __m256 vs[4], vm[4];
+          __m256i vi[4];
+          for (int q = 0; q < 4; ++q) {
+            vs[q] = _mm256_setzero_ps();
+            vm[q] = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+            vi[q] = _mm256_setzero_si256();
+          }
+          const int nq = static_cast<int>((sn + 7) / 8);
+          for (int64_t ch = 0; ch < c; ++ch) {
+            const __m256 gv = _mm256_set1_ps(gp != nullptr ? static_cast<float>(gp[i * c + ch]) : 1.0f);
+            const __m256i chv = _mm256_set1_epi32(static_cast<int32_t>(ch));
+            const float* row = base + ch * s;
+            for (int q = 0; q < nq; ++q) {
+              const __m256 y = _mm256_mul_ps(_mm256_maskload_ps(row + 8 * q, mask[q]), gv);
+              vs[q] = _mm256_add_ps(vs[q], y);
+              // max_update without branches: larger, or the first NaN (m stays NaN after)
+              const __m256 upd = _mm256_andnot_ps(
+                  _mm256_cmp_ps(vm[q], vm[q], _CMP_UNORD_Q),
+                  _mm256_or_ps(_mm256_cmp_ps(y, vm[q], _CMP_GT_OQ), _mm256_cmp_ps(y, y, _CMP_UNORD_Q)));
+              vm[q] = _mm256_blendv_ps(vm[q], y, upd);
+              if (ip != nullptr) vi[q] = _mm256_blendv_epi8(vi[q], chv, _mm256_castps_si256(upd));
+            }
+          }
+          for (int q = 0; q < nq; ++q) {
+            _mm256_store_ps(sum + 8 * q, vs[q]);
+            _mm256_store_ps(mx + 8 * q, vm[q]);
+            _mm256_store_si256(reinterpret_cast<__m256i*>(im + 8 * q), vi[q]);
+          }
+          for (int64_t k = 0; k < sn; ++k) store(i, s0 + k, sum[k], mx[k], im[k]);
+        }
+      });
+      return;
+    }
+  }
+#endif
   if (ncs) {
     constexpr int64_t sblock = 512;
     const int64_t nblocks = (s + sblock - 1) / sblock;
@@ -1019,34 +1068,42 @@ void dot_shifts(const T* const* gs, const T* const* srcs, int64_t m, int64_t len
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
-// float with AVX2/FMA, 8 taps at a time: each gradient vector is loaded once for all of
-// them, the sums stay in registers across the planes (one horizontal sum per tap)
+// KC taps (KC <= 8, a compile-time count so the sums stay in registers) from offset c0
+template <int KC>
+void dot_shifts_avx2(const float* const* gs, const float* const* srcs, int64_t m, int64_t len, int64_t c0, float* out) {
+  const int64_t body = len - len % 8;
+  const __m256i mask = tail_mask(len - body);
+  __m256 acc[KC];
+  for (int c = 0; c < KC; ++c) acc[c] = _mm256_setzero_ps();
+  for (int64_t q = 0; q < m; ++q) {
+    const float* g = gs[q];
+    const float* src = srcs[q] + c0;
+    for (int64_t j = 0; j < body; j += 8) {
+      const __m256 gv = _mm256_loadu_ps(g + j);
+      for (int c = 0; c < KC; ++c) acc[c] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(src + j + c), acc[c]);
+    }
+    if (body < len) {
+      const __m256 gv = _mm256_maskload_ps(g + body, mask);
+      for (int c = 0; c < KC; ++c) acc[c] = _mm256_fmadd_ps(gv, _mm256_maskload_ps(src + body + c, mask), acc[c]);
+    }
+  }
+  for (int c = 0; c < KC; ++c) out[c0 + c] = hsum(acc[c]);
+}
+
+// float with AVX2/FMA, up to 8 taps at a time: each gradient vector is loaded once for all
+// of them, the sums stay in registers across the planes (one horizontal sum per tap)
 template <>
 void dot_shifts<float>(const float* const* gs, const float* const* srcs, int64_t m, int64_t len, int64_t kw, float* out) {
-  const int64_t body = len - len % 8;
-  const __m256i mask = tail_mask(len % 8 == 0 ? 1 : len % 8);
   for (int64_t c0 = 0; c0 < kw; c0 += 8) {
-    const int64_t kc = std::min<int64_t>(8, kw - c0);
-    __m256 acc[8];
-    for (int64_t c = 0; c < 8; ++c) acc[c] = _mm256_setzero_ps();
-    for (int64_t q = 0; q < m; ++q) {
-      const float* g = gs[q];
-      const float* src = srcs[q] + c0;
-      for (int64_t j = 0; j < body; j += 8) {
-        const __m256 gv = _mm256_loadu_ps(g + j);
-        for (int64_t c = 0; c < kc; ++c) acc[c] = _mm256_fmadd_ps(gv, _mm256_loadu_ps(src + j + c), acc[c]);
-      }
-      if (body < len) {
-        const __m256 gv = _mm256_maskload_ps(g + body, mask);
-        for (int64_t c = 0; c < kc; ++c) {
-          acc[c] = _mm256_fmadd_ps(gv, _mm256_maskload_ps(src + body + c, mask), acc[c]);
-        }
-      }
-    }
-    for (int64_t c = 0; c < kc; ++c) {
-      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[c]), _mm256_extractf128_ps(acc[c], 1));
-      const __m128 h2 = _mm_add_ps(h, _mm_movehl_ps(h, h));
-      out[c0 + c] = _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
+    switch (std::min<int64_t>(8, kw - c0)) {
+      case 1: dot_shifts_avx2<1>(gs, srcs, m, len, c0, out); break;
+      case 2: dot_shifts_avx2<2>(gs, srcs, m, len, c0, out); break;
+      case 3: dot_shifts_avx2<3>(gs, srcs, m, len, c0, out); break;
+      case 4: dot_shifts_avx2<4>(gs, srcs, m, len, c0, out); break;
+      case 5: dot_shifts_avx2<5>(gs, srcs, m, len, c0, out); break;
+      case 6: dot_shifts_avx2<6>(gs, srcs, m, len, c0, out); break;
+      case 7: dot_shifts_avx2<7>(gs, srcs, m, len, c0, out); break;
+      default: dot_shifts_avx2<8>(gs, srcs, m, len, c0, out); break;
     }
   }
 }
