@@ -101,7 +101,7 @@ inline double round_to<double>(double v) { return v; }
 
 // Elements (or multiply-adds) a thread takes at least: a parallel region costs more than
 // the work below this on the machines measured (2-core VMs; waking the pool's threads).
-constexpr int64_t kGrain = int64_t(1) << 17;
+constexpr int64_t kGrain = int64_t(1) << 15;
 
 #if defined(__AVX2__) && defined(__FMA__)
 // lanes 0..n-1 set (none for n <= 0, all for n >= 8): masked loads and stores of a row's last values
