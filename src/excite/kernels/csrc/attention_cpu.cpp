@@ -121,9 +121,30 @@ inline float hmax(__m256 v) {
   return _mm_cvtss_f32(_mm_max_ss(h2, _mm_movehdup_ps(h2)));
 }
 
-// sum, max and the first position of the max of a row of s floats, in registers (a NaN
-// in the row shows in the sum; the caller then takes the scalar loop's NaN rules)
-inline void row_pools(const float* row, int64_t s, bool want_max, bool want_idx, float& sum, float& mx, int64_t& im) {
+// 8 values of T as floats and back: load / store (n of them: the first n lanes, the others
+// read as 0 and not written) and round (to a value T holds).
+template <typename T>
+struct Vec8;
+
+template <>
+struct Vec8<float> {
+  static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+  static __m256 load(const float* p, int64_t n) { return _mm256_maskload_ps(p, tail_mask(n)); }
+  static void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+  static void store(float* p, __m256 v, int64_t n) { _mm256_maskstore_ps(p, tail_mask(n), v); }
+  static __m256 round(__m256 v) { return v; }
+};
+
+// the types with a Vec8 (bfloat16 measured slower through it than through the compiler's
+// vectorisation of the bit-operation loops below)
+template <typename T>
+constexpr bool kVec8 = std::is_same<T, float>::value;
+
+// sum, max and the first position of the max of a row of s values, in float registers (a
+// NaN in the row shows in the sum; the caller then takes the scalar loop's NaN rules)
+template <typename T>
+void row_pools(const T* row, int64_t s, bool want_max, bool want_idx, float& sum, float& mx, int64_t& im) {
+  using V = Vec8<T>;
   __m256 vs = _mm256_setzero_ps();
   const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   __m256 vm = ninf;
@@ -135,8 +156,8 @@ inline void row_pools(const float* row, int64_t s, bool want_max, bool want_idx,
     __m256 vs1 = _mm256_setzero_ps(), vs2 = _mm256_setzero_ps(), vs3 = _mm256_setzero_ps();
     __m256 vm1 = ninf, vm2 = ninf, vm3 = ninf;
     for (; j + 32 <= s; j += 32) {
-      const __m256 v0 = _mm256_loadu_ps(row + j), v1 = _mm256_loadu_ps(row + j + 8);
-      const __m256 v2 = _mm256_loadu_ps(row + j + 16), v3 = _mm256_loadu_ps(row + j + 24);
+      const __m256 v0 = V::load(row + j), v1 = V::load(row + j + 8);
+      const __m256 v2 = V::load(row + j + 16), v3 = V::load(row + j + 24);
       vs = _mm256_add_ps(vs, v0);
       vs1 = _mm256_add_ps(vs1, v1);
       vs2 = _mm256_add_ps(vs2, v2);
@@ -152,7 +173,7 @@ inline void row_pools(const float* row, int64_t s, bool want_max, bool want_idx,
     vm = _mm256_max_ps(_mm256_max_ps(vm, vm1), _mm256_max_ps(vm2, vm3));
   }
   for (; j + 8 <= s; j += 8) {
-    const __m256 v = _mm256_loadu_ps(row + j);
+    const __m256 v = V::load(row + j);
     vs = _mm256_add_ps(vs, v);
     if (want_idx) {
       const __m256 gt = _mm256_cmp_ps(v, vm, _CMP_GT_OQ);
@@ -165,7 +186,7 @@ inline void row_pools(const float* row, int64_t s, bool want_max, bool want_idx,
   }
   if (j < s) {
     const __m256i mask = tail_mask(s - j);
-    const __m256 v0 = _mm256_maskload_ps(row + j, mask);
+    const __m256 v0 = V::load(row + j, s - j);
     vs = _mm256_add_ps(vs, v0);
     const __m256 v = _mm256_blendv_ps(ninf, v0, _mm256_castsi256_ps(mask));
     if (want_idx) {
@@ -213,8 +234,8 @@ void global_pools_kernel(const scalar_t* xp, int64_t n, int64_t c, int64_t s, bo
         acc_t m = -std::numeric_limits<acc_t>::infinity();
         int64_t im = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-        if constexpr (std::is_same<scalar_t, float>::value) {
-          row_pools(row, s, mp != nullptr, ip != nullptr, sum, m, im);
+        if constexpr (kVec8<scalar_t>) {
+          row_pools<scalar_t>(row, s, mp != nullptr, ip != nullptr, sum, m, im);
         } else
 #endif
         if (ip == nullptr && s < 16) {  // short rows: a vectorised reduction costs more than it saves
@@ -347,8 +368,8 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
     if (ip != nullptr) ip[i * s + j] = im;
   };
 #if defined(__AVX2__) && defined(__FMA__)
-  if constexpr (std::is_same<scalar_t, float>::value) {
-    if (ncs) {  // 32 positions at a time, their sums, maxima and argmax in registers across C
+  if constexpr (kVec8<scalar_t>) {
+    if (ncs && s <= 256) {  // small maps: 32 positions at a time, their sums, maxima and argmax in registers across C
       constexpr int64_t sblock = 32;
       const int64_t nblocks = (s + sblock - 1) / sblock;
       const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(c * std::min(s, sblock), 1));
@@ -357,9 +378,7 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
         alignas(32) int32_t im[sblock];
         for (int64_t t = b; t < e; ++t) {
           const int64_t i = t / nblocks, s0 = (t % nblocks) * sblock, sn = std::min(sblock, s - s0);
-          const float* base = xp + i * c * s + s0;
-          __m256i mask[4];
-          for (int q = 0; q < 4; ++q) mask[q] = tail_mask(sn - 8 * q);
+          const scalar_t* base = xp + i * c * s + s0;
           __m256 vs[4], vm[4];
           __m256i vi[4];
           for (int q = 0; q < 4; ++q) {
@@ -369,11 +388,13 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
           }
           const int nq = static_cast<int>((sn + 7) / 8);
           for (int64_t ch = 0; ch < c; ++ch) {
-            const __m256 gv = _mm256_set1_ps(gp != nullptr ? static_cast<float>(gp[i * c + ch]) : 1.0f);
+            const __m256 gv = _mm256_set1_ps(gp != nullptr ? to_acc(gp[i * c + ch]) : 1.0f);
             const __m256i chv = _mm256_set1_epi32(static_cast<int32_t>(ch));
-            const float* row = base + ch * s;
+            const scalar_t* row = base + ch * s;
             for (int q = 0; q < nq; ++q) {
-              const __m256 y = _mm256_mul_ps(_mm256_maskload_ps(row + 8 * q, mask[q]), gv);
+              // y = x * g as a tensor of x's dtype holds it
+              const __m256 xv = 8 * q + 8 <= sn ? Vec8<scalar_t>::load(row + 8 * q) : Vec8<scalar_t>::load(row + 8 * q, sn - 8 * q);
+              const __m256 y = Vec8<scalar_t>::round(_mm256_mul_ps(xv, gv));
               vs[q] = _mm256_add_ps(vs[q], y);
               // max_update without branches: larger, or the first NaN (m stays NaN after)
               const __m256 upd = _mm256_andnot_ps(
@@ -492,9 +513,13 @@ std::vector<Tensor> gated_channel_pools(const Tensor& x3, const Tensor& g, bool 
 // ------------------------------------------------------------------------------- apply
 // Raw kernel: out = (x * g) * s with both products rounded to x's dtype; g (N, C) and s
 // (N, S) of x's dtype (null: 1); out laid out as x.
-// Outputs of at least this many bytes are written with streaming stores (float, AVX2): an
-// output larger than the caches would otherwise be read into them before being written.
+// Outputs of kStreamBytes up to kStreamMaxBytes are written with streaming stores (float,
+// AVX2): an output larger than the caches would otherwise be read into them before being
+// written. Above 32 MiB (glibc's largest mmap threshold) an output is fresh pages from
+// mmap, which the kernel zero-fills through the caches on first touch: plain stores then
+// hit the cache, and streaming stores measured slower (1.1-1.2x at 51 MB on the 2-core VM).
 constexpr int64_t kStreamBytes = int64_t(16) << 20;
+constexpr int64_t kStreamMaxBytes = int64_t(32) << 20;
 
 // orow[j] = (xr[j] * gv) * sr[j] (sr null: 1) with non-temporal stores; false where not
 // available (the caller then runs its own loop)
@@ -531,7 +556,8 @@ template <typename scalar_t>
 void apply_kernel(const scalar_t* xp, const scalar_t* gp, const scalar_t* sp, scalar_t* op, int64_t n,
                   int64_t c, int64_t s, bool ncs, const scalar_t* rp = nullptr) {
   using acc_t = at::opmath_type<scalar_t>;
-  const bool stream = rp == nullptr && n * c * s * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
+  const int64_t bytes = n * c * s * static_cast<int64_t>(sizeof(scalar_t));
+  const bool stream = rp == nullptr && bytes >= kStreamBytes && bytes <= kStreamMaxBytes;
   // a residual block's end, relu(out + residual), on the row just written (still in cache)
   auto epilogue = [&](scalar_t* orow, const scalar_t* rrow, int64_t len) {
 _Pragma("omp simd")
@@ -549,6 +575,29 @@ _Pragma("omp simd")
         if (stream && stream_row<scalar_t>(xr, static_cast<scalar_t>(gv), sp != nullptr ? sp + (r / c) * s : nullptr, orow, s)) {
           continue;
         }
+#if defined(__AVX2__) && defined(__FMA__)
+        if constexpr (kVec8<scalar_t>) {  // the same products and roundings, 8 lanes at a time
+          using V = Vec8<scalar_t>;
+          const __m256 g8 = _mm256_set1_ps(gv), zero = _mm256_setzero_ps();
+          const scalar_t* sr = sp != nullptr ? sp + (r / c) * s : nullptr;
+          const scalar_t* rr = rp != nullptr ? rp + r * s : nullptr;
+          auto lanes = [&](int64_t j, int64_t len) {  // len < 8: the row's last values
+            auto load = [&](const scalar_t* q) { return len >= 8 ? V::load(q + j) : V::load(q + j, len); };
+            __m256 y = _mm256_mul_ps(load(xr), g8);
+            if (sr != nullptr) y = _mm256_mul_ps(V::round(y), load(sr));
+            if (rr != nullptr) y = _mm256_max_ps(zero, V::round(_mm256_add_ps(V::round(y), load(rr))));  // NaN kept
+            if (len >= 8) {
+              V::store(orow + j, y);
+            } else {
+              V::store(orow + j, y, len);
+            }
+          };
+          int64_t j = 0;
+          for (; j + 8 <= s; j += 8) lanes(j, 8);
+          if (j < s) lanes(j, s - j);
+          continue;
+        }
+#endif
         if (sp != nullptr) {
           const scalar_t* sr = sp + (r / c) * s;
 _Pragma("omp simd")
