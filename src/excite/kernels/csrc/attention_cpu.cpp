@@ -369,7 +369,7 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
   };
 #if defined(__AVX2__) && defined(__FMA__)
   if constexpr (kVec8<scalar_t>) {
-    if (ncs && s <= 256) {  // small maps: 32 positions at a time, their sums, maxima and argmax in registers across C
+    if (ncs) {  // 32 positions at a time, their sums, maxima and argmax in registers across C
       constexpr int64_t sblock = 32;
       const int64_t nblocks = (s + sblock - 1) / sblock;
       const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(c * std::min(s, sblock), 1));
@@ -391,6 +391,10 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
             const __m256 gv = _mm256_set1_ps(gp != nullptr ? to_acc(gp[i * c + ch]) : 1.0f);
             const __m256i chv = _mm256_set1_epi32(static_cast<int32_t>(ch));
             const scalar_t* row = base + ch * s;
+            // the next block of this row: one stream per channel is more than the hardware
+            // prefetchers follow
+            _mm_prefetch(reinterpret_cast<const char*>(row + sblock), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(row + sblock + 16), _MM_HINT_T0);
             for (int q = 0; q < nq; ++q) {
               // y = x * g as a tensor of x's dtype holds it
               const __m256 xv = 8 * q + 8 <= sn ? Vec8<scalar_t>::load(row + 8 * q) : Vec8<scalar_t>::load(row + 8 * q, sn - 8 * q);
