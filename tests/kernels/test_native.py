@@ -237,3 +237,21 @@ def test_saved_for_backward_stays_within_a_tenth_of_the_input(dtype) -> None:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         m(x)
     assert sum(seen.values()) / (x.numel() * x.element_size()) <= 1.1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("s", [1, 5, 8, 15, 16, 17, 31, 33, 49, 70, 3136])
+def test_global_pool_argmax_is_the_first_maximum(s, dtype) -> None:
+    """Rows full of ties (small integers), of every length the vector loops split
+    differently (16 at a time, 8 at a time, a masked tail): the max and its position are
+    torch.max's (the first occurrence), a row of -inf gives position 0, and the mean is
+    the row's sum / S."""
+    torch.manual_seed(s)
+    x = torch.randint(-3, 4, (3, 5, s)).to(dtype)
+    x[0, 0] = float("-inf")
+    x[1, 2, s // 2] = 7  # one clear maximum in the middle of a row
+    avg, mx, idx = native.load().global_pools(x, True, True, True)
+    want_max, want_idx = x.max(dim=2)
+    assert torch.equal(mx, want_max)
+    assert torch.equal(idx, want_idx)
+    torch.testing.assert_close(avg.double(), x.double().mean(dim=2))

@@ -172,6 +172,26 @@ void row_pools(const T* row, int64_t s, bool want_max, bool want_idx, float& sum
     vs = _mm256_add_ps(_mm256_add_ps(vs, vs1), _mm256_add_ps(vs2, vs3));
     vm = _mm256_max_ps(_mm256_max_ps(vm, vm1), _mm256_max_ps(vm2, vm3));
   }
+  // with the argmax: a second group of lanes (positions j + 8 ...) in flight beside the first
+  __m256 vmb = ninf, vsb = _mm256_setzero_ps();
+  __m256i vib = _mm256_setzero_si256();
+  if (want_idx) {
+    const __m256i step2 = _mm256_set1_epi32(16);
+    __m256i posb = _mm256_add_epi32(pos, step);
+    for (; j + 16 <= s; j += 16) {
+      const __m256 v = V::load(row + j), w = V::load(row + j + 8);
+      vs = _mm256_add_ps(vs, v);
+      vsb = _mm256_add_ps(vsb, w);
+      const __m256 gt = _mm256_cmp_ps(v, vm, _CMP_GT_OQ), gtb = _mm256_cmp_ps(w, vmb, _CMP_GT_OQ);
+      vm = _mm256_blendv_ps(vm, v, gt);
+      vmb = _mm256_blendv_ps(vmb, w, gtb);
+      vi = _mm256_blendv_epi8(vi, pos, _mm256_castps_si256(gt));
+      vib = _mm256_blendv_epi8(vib, posb, _mm256_castps_si256(gtb));
+      pos = _mm256_add_epi32(pos, step2);
+      posb = _mm256_add_epi32(posb, step2);
+    }
+    vs = _mm256_add_ps(vs, vsb);
+  }
   for (; j + 8 <= s; j += 8) {
     const __m256 v = V::load(row + j);
     vs = _mm256_add_ps(vs, v);
@@ -199,14 +219,16 @@ void row_pools(const T* row, int64_t s, bool want_max, bool want_idx, float& sum
   }
   sum = hsum(vs);
   if (!want_max && !want_idx) return;
-  mx = hmax(vm);
+  mx = want_idx ? hmax(_mm256_max_ps(vm, vmb)) : hmax(vm);
   if (!want_idx) return;
-  alignas(32) float lm[8];
-  alignas(32) int32_t li[8];
+  alignas(32) float lm[16];
+  alignas(32) int32_t li[16];
   _mm256_store_ps(lm, vm);
+  _mm256_store_ps(lm + 8, vmb);
   _mm256_store_si256(reinterpret_cast<__m256i*>(li), vi);
-  int64_t first = s;
-  for (int l = 0; l < 8; ++l) {
+  _mm256_store_si256(reinterpret_cast<__m256i*>(li + 8), vib);
+  int64_t first = s;  // the first position holding the max, over both groups' lanes
+  for (int l = 0; l < 16; ++l) {
     if (lm[l] == mx && li[l] < first) first = li[l];
   }
   im = first == s ? 0 : first;  // every value -inf: position 0
