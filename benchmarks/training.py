@@ -6,7 +6,9 @@ One process, interleaved: each repeat runs one SGD step (forward, cross-entropy,
 backward, update) of every variant - no attention, SE and CBAM, each with the
 modules' reference path, the fused path and "auto" (the default: the native C++ kernels
 on CPU when they build) - and reports the median step time and the overhead over the
-model without attention.
+model without attention: of the medians, of the fastest steps, and the median over the
+repeats of each repeat's own ratio (its steps ran back to back, so a machine whose load
+drifts between repeats moves it least).
 """
 
 from __future__ import annotations
@@ -29,6 +31,27 @@ CASES = {
 }
 
 
+class _Floor(torch.nn.Module):
+    """The least a gating module can cost: ``x * w``, one multiply and one (C, 1, ...)
+    parameter, where SE computes its gate. A reference point, not attention."""
+
+    def __init__(self, channels: int, spatial_dims: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(channels, *([1] * spatial_dims)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+def _floor_model(model: torch.nn.Module, spatial_dims: int) -> torch.nn.Module:
+    """``model`` (built with SE) with every SE module replaced by :class:`_Floor`."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, excite.layers.SqueezeExcite):
+                setattr(parent, child_name, _Floor(child.channels, spatial_dims))
+    return model
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
@@ -37,14 +60,21 @@ def main(argv=None) -> int:
     parser.add_argument("--impls", nargs="+", default=["reference", "fused", "auto"],
                         choices=["reference", "fused", "native", "auto"],
                         help="the attention variants' implementations (fewer: more repeats in the same time)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time SE's place taken by x * w (one multiply, one parameter): the least "
+                             "any gate there can cost")
     args = parser.parse_args(argv)
     print(
         f"# {now()} UTC, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, repeats={args.repeats}, load average {load_average()}"
     )
-    print("| model | input | attention | impl | median step s | overhead vs none | min step s | overhead (min) |")
-    print("|---|---|---|---|---|---|---|---|")
-    variants = [(None, "reference")] + [(a, impl) for a in ("se", "cbam") for impl in args.impls]
+    print(
+        "| model | input | attention | impl | median step s | overhead vs none | min step s | overhead (min) "
+        "| overhead (median of paired ratios) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    variants = [(None, "reference")] + [("floor", "-")] * args.floor
+    variants += [(a, impl) for a in ("se", "cbam") for impl in args.impls]
     for name in args.models:
         shape = CASES[name]
         torch.manual_seed(0)
@@ -53,8 +83,10 @@ def main(argv=None) -> int:
         steps = {}
         for attention, impl in variants:
             torch.manual_seed(0)
-            model = excite.create_model(name, attention=attention, num_classes=10,
-                                        in_channels=shape[1], spatial_dims=len(shape) - 2)
+            model = excite.create_model(name, attention="se" if attention == "floor" else attention,
+                                        num_classes=10, in_channels=shape[1], spatial_dims=len(shape) - 2)
+            if attention == "floor":
+                model = _floor_model(model, len(shape) - 2)
             for m in model.modules():
                 if hasattr(m, "impl"):
                     m.impl = impl
@@ -77,6 +109,10 @@ def main(argv=None) -> int:
                 step()
                 times[key].append(time.perf_counter() - start)
         med = {k: statistics.median(v) for k, v in times.items()}
+        # each repeat times every variant back to back: the ratio within a repeat is the
+        # least affected by the machine's load drifting between repeats
+        none_times = times[(None, "reference")]
+        paired = {k: statistics.median(t / b for t, b in zip(v, none_times)) for k, v in times.items()}
         low = {k: min(v) for k, v in times.items()}
         base = med[(None, "reference")]
         base_low = low[(None, "reference")]
@@ -86,7 +122,8 @@ def main(argv=None) -> int:
             print(
                 f"| {name} | {'x'.join(map(str, shape))} | {label} | {shown_impl} | {t:.3f} | "
                 f"{(t / base - 1) * 100:+.1f}% | {low[(attention, impl)]:.3f} | "
-                f"{(low[(attention, impl)] / base_low - 1) * 100:+.1f}% |",
+                f"{(low[(attention, impl)] / base_low - 1) * 100:+.1f}% | "
+                f"{(paired[(attention, impl)] - 1) * 100:+.1f}% |",
                 flush=True,
             )
     print(f"# done {now()} UTC, load average {load_average()}")

@@ -782,7 +782,8 @@ std::vector<Tensor> grad_stats(const Tensor& dy3, const Tensor& x3, const c10::o
       }
     });
   });
-  return {ds, want_dg ? dg_part.sum(1) : Tensor()};
+  // one block per sample (maps of up to 512 positions): the partial sums are the sums
+  return {ds, want_dg ? (nblocks == 1 ? dg_part.view({n, c}) : dg_part.sum(1)) : Tensor()};
 }
 
 // The input gradient in one pass over dy (writes dx in x's layout):
