@@ -39,8 +39,8 @@ LARGE = {"32,256,28,28", "8,64,112,112", "4,64,16,56,56"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def interleaved(jobs: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per job, every repeat timing each job once."""
+def interleaved_times(jobs: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds of every run of every job, every repeat timing each job once."""
     for job in jobs.values():
         for _ in range(warmup):
             job()
@@ -50,7 +50,12 @@ def interleaved(jobs: dict[str, Callable[[], object]], repeats: int, warmup: int
             start = time.perf_counter()
             job()
             times[key].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def interleaved(jobs: dict[str, Callable[[], object]], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per job, every repeat timing each job once."""
+    return {k: statistics.median(v) for k, v in interleaved_times(jobs, repeats, warmup).items()}
 
 
 def copy_textbook_weights(ours: torch.nn.Module, ref: torch.nn.Module, module: str) -> None:
@@ -129,11 +134,14 @@ def bench_models(repeats: int) -> None:
                 module.register_forward_pre_hook(lambda m, args: None)
         models[f"{attention} (block end unfused)"] = model
     with torch.inference_mode():
-        med = interleaved({k: (lambda m=m: m(x)) for k, m in models.items()}, repeats, warmup=2)
-    print("| attention | median ms | vs none |")
-    print("|---|---|---|")
+        times = interleaved_times({k: (lambda m=m: m(x)) for k, m in models.items()}, repeats, warmup=2)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    # each repeat ran every model back to back: its own ratio moves least with the load
+    paired = {k: statistics.median(t / b for t, b in zip(v, times["none"])) for k, v in times.items()}
+    print("| attention | median ms | vs none (medians) | vs none (median of paired ratios) |")
+    print("|---|---|---|---|")
     for k, t in med.items():
-        print(f"| {k} | {t * 1e3:.1f} | {(t / med['none'] - 1) * 100:+.1f}% |")
+        print(f"| {k} | {t * 1e3:.1f} | {(t / med['none'] - 1) * 100:+.1f}% | {(paired[k] - 1) * 100:+.1f}% |")
 
 
 def main(argv: list[str] | None = None) -> int:
