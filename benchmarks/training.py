@@ -32,8 +32,9 @@ CASES = {
 
 
 class _Floor(torch.nn.Module):
-    """The least a gating module can cost: ``x * w``, one multiply and one (C, 1, ...)
-    parameter, where SE computes its gate. A reference point, not attention."""
+    """The simplest gate in eager PyTorch: ``x * w``, one multiply and one (C, 1, ...)
+    parameter where SE computes its gate (autograd then reduces dy * x for dw). A
+    reference point for the fixed costs of a module with a parameter, not attention."""
 
     def __init__(self, channels: int, spatial_dims: int) -> None:
         super().__init__()
@@ -61,8 +62,8 @@ def main(argv=None) -> int:
                         choices=["reference", "fused", "native", "auto"],
                         help="the attention variants' implementations (fewer: more repeats in the same time)")
     parser.add_argument("--floor", action="store_true",
-                        help="also time SE's place taken by x * w (one multiply, one parameter): the least "
-                             "any gate there can cost")
+                        help="also time SE's place taken by x * w (one multiply, one parameter, eager): "
+                             "the fixed costs of any module with a parameter there")
     args = parser.parse_args(argv)
     print(
         f"# {now()} UTC, torch {torch.__version__}, "
