@@ -543,7 +543,7 @@ std::vector<Tensor> gated_channel_pools(const Tensor& x3, const Tensor& g, bool 
 // AVX2): an output larger than the caches would otherwise be read into them before being
 // written. Above 32 MiB (glibc's largest mmap threshold) an output is fresh pages from
 // mmap, which the kernel zero-fills through the caches on first touch: plain stores then
-// hit the cache, and streaming stores measured slower (1.1-1.2x at 51 MB on the 2-core VM).
+// hit the cache, and streaming stores measured slower there.
 constexpr int64_t kStreamBytes = int64_t(16) << 20;
 constexpr int64_t kStreamMaxBytes = int64_t(32) << 20;
 
