@@ -221,17 +221,18 @@ void row_pools(const T* row, int64_t s, bool want_max, bool want_idx, float& sum
   if (!want_max && !want_idx) return;
   mx = want_idx ? hmax(_mm256_max_ps(vm, vmb)) : hmax(vm);
   if (!want_idx) return;
-  alignas(32) float lm[16];
-  alignas(32) int32_t li[16];
-  _mm256_store_ps(lm, vm);
-  _mm256_store_ps(lm + 8, vmb);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(li), vi);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(li + 8), vib);
-  int64_t first = s;  // the first position holding the max, over both groups' lanes
-  for (int l = 0; l < 16; ++l) {
-    if (lm[l] == mx && li[l] < first) first = li[l];
-  }
-  im = first == s ? 0 : first;  // every value -inf: position 0
+  // the first position holding the max: the least index over both groups' lanes that hold
+  // it (a row of -inf: every lane holds it with index 0, its first position)
+  const __m256 mxv = _mm256_set1_ps(mx);
+  const __m256i none = _mm256_set1_epi32(std::numeric_limits<int32_t>::max());
+  const __m256i ia = _mm256_blendv_epi8(none, vi, _mm256_castps_si256(_mm256_cmp_ps(vm, mxv, _CMP_EQ_OQ)));
+  const __m256i ib = _mm256_blendv_epi8(none, vib, _mm256_castps_si256(_mm256_cmp_ps(vmb, mxv, _CMP_EQ_OQ)));
+  const __m256i least = _mm256_min_epi32(ia, ib);
+  __m128i h = _mm_min_epi32(_mm256_castsi256_si128(least), _mm256_extracti128_si256(least, 1));
+  h = _mm_min_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+  h = _mm_min_epi32(h, _mm_shuffle_epi32(h, 0xB1));
+  const int32_t first = _mm_cvtsi128_si32(h);
+  im = first == std::numeric_limits<int32_t>::max() ? 0 : first;
 }
 #endif
 
@@ -255,6 +256,16 @@ void global_pools_kernel(const scalar_t* xp, int64_t n, int64_t c, int64_t s, bo
         acc_t sum = 0;
         acc_t m = -std::numeric_limits<acc_t>::infinity();
         int64_t im = 0;
+        if (s < 8) {  // rows shorter than a vector: plain loops cost least
+          for (int64_t j = 0; j < s; ++j) {
+            const acc_t v = to_acc(row[j]);
+            sum += v;
+            if (v > m) {
+              m = v;
+              im = j;
+            }
+          }
+        } else
 #if defined(__AVX2__) && defined(__FMA__)
         if constexpr (kVec8<scalar_t>) {
           row_pools<scalar_t>(row, s, mp != nullptr, ip != nullptr, sum, m, im);
