@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 
 from . import native
+from .ops import ncs_is_view
 
 __all__ = ["block_forward", "cbam", "channel_attention", "fuses_residual", "needs_grad", "spatial_attention"]
 
@@ -53,33 +54,21 @@ def block_forward(x, gate, *, mlp=None, conv=None, residual=None):
     w1, b1, w2, b2, cpools, act = (None, None, None, None, (), "identity") if mlp is None else mlp
     weight, scale, shift, spools = (None, None, None, ()) if conv is None else conv
     cavg, cmax, avg_first, savg, smax = _flags(cpools, spools)
-    args = (x, w1, b1, w2, b2, cavg, cmax, act, weight, scale, shift, avg_first, savg, smax, gate, residual)
-    if torch.is_autocast_enabled("cpu"):  # the block chooses its own compute dtype
-        with torch.autocast("cpu", enabled=False):
-            return native.load().block_forward(*args)
-    return native.load().block_forward(*args)
+    return native.load().block_forward(
+        x, w1, b1, w2, b2, cavg, cmax, act, weight, scale, shift, avg_first, savg, smax, gate, residual
+    )
 
 
 def fuses_residual(x: torch.Tensor, residual: torch.Tensor) -> bool:
     """True when :func:`block_forward` can add ``residual`` in its last pass: the same
-    shape, dtype, device and strides as ``x``, which is contiguous or channels_last."""
+    shape, dtype, device and strides as ``x``, which is contiguous or channels-last."""
     return (
         residual.shape == x.shape
         and residual.dtype == x.dtype
         and residual.device == x.device
         and residual.stride() == x.stride()
-        and x.is_contiguous(memory_format=_format_of(x))
+        and ncs_is_view(x)
     )
-
-
-def _format_of(x: torch.Tensor) -> torch.memory_format:
-    if x.is_contiguous():
-        return torch.contiguous_format
-    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    if x.ndim == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
-        return torch.channels_last_3d
-    return torch.contiguous_format
 
 
 def _block(x, w1, b1, w2, b2, weight, scale, shift, cpools, spools, act, gate):

@@ -78,6 +78,12 @@ def _numel(sizes: torch.Size) -> int:
     return s
 
 
+def ncs_is_view(x: torch.Tensor) -> bool:
+    """True when :func:`ncs` views ``x`` without a copy: ``x`` is contiguous or
+    channels-last (the channels innermost, at any rank)."""
+    return x.is_contiguous() or x.permute(0, *range(2, x.ndim), 1).is_contiguous()
+
+
 def ncs(x: torch.Tensor) -> torch.Tensor:
     """The (N, C, S) view of ``x`` without a copy when ``x`` is contiguous or channels_last."""
     n, c, s = x.shape[0], x.shape[1], _numel(x.shape[2:])
@@ -96,8 +102,7 @@ def empty_like_ncs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     The output is a fresh tensor (not a view), so a custom autograd Function may return
     it and callers may modify it in place (``out += identity`` in a residual block).
     """
-    if x.is_contiguous() or x.permute(0, *range(2, x.ndim), 1).is_contiguous():
-        # contiguous or channels-last: ncs(x) is a view, and so is ncs(out) of the same strides
+    if ncs_is_view(x):  # and so is ncs(out) of the same strides
         out = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
     else:  # ncs copied x: the output is contiguous like that copy
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)

@@ -121,30 +121,15 @@ inline float hmax(__m256 v) {
   return _mm_cvtss_f32(_mm_max_ss(h2, _mm_movehdup_ps(h2)));
 }
 
-// 8 values of T as floats and back: load / store (n of them: the first n lanes, the others
-// read as 0 and not written) and round (to a value T holds).
-template <typename T>
-struct Vec8;
+// 8 floats, or the first n of them (the other lanes read as 0; nothing read past them)
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const float* p, int64_t n) { return _mm256_maskload_ps(p, tail_mask(n)); }
 
-template <>
-struct Vec8<float> {
-  static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
-  static __m256 load(const float* p, int64_t n) { return _mm256_maskload_ps(p, tail_mask(n)); }
-  static void store(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-  static void store(float* p, __m256 v, int64_t n) { _mm256_maskstore_ps(p, tail_mask(n), v); }
-  static __m256 round(__m256 v) { return v; }
-};
-
-// the types with a Vec8 (bfloat16 measured slower through it than through the compiler's
-// vectorisation of the bit-operation loops below)
-template <typename T>
-constexpr bool kVec8 = std::is_same<T, float>::value;
-
-// sum, max and the first position of the max of a row of s values, in float registers (a
-// NaN in the row shows in the sum; the caller then takes the scalar loop's NaN rules)
-template <typename T>
-void row_pools(const T* row, int64_t s, bool want_max, bool want_idx, float& sum, float& mx, int64_t& im) {
-  using V = Vec8<T>;
+// sum, max and the first position of the max of a row of s floats, in registers (a NaN
+// in the row shows in the sum; the caller then takes the scalar loop's NaN rules).
+// float only: bfloat16 measured slower through explicit conversions than through the
+// compiler's vectorisation of the bit-operation loops below.
+void row_pools(const float* row, int64_t s, bool want_max, bool want_idx, float& sum, float& mx, int64_t& im) {
   __m256 vs = _mm256_setzero_ps();
   const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   __m256 vm = ninf;
@@ -156,8 +141,8 @@ void row_pools(const T* row, int64_t s, bool want_max, bool want_idx, float& sum
     __m256 vs1 = _mm256_setzero_ps(), vs2 = _mm256_setzero_ps(), vs3 = _mm256_setzero_ps();
     __m256 vm1 = ninf, vm2 = ninf, vm3 = ninf;
     for (; j + 32 <= s; j += 32) {
-      const __m256 v0 = V::load(row + j), v1 = V::load(row + j + 8);
-      const __m256 v2 = V::load(row + j + 16), v3 = V::load(row + j + 24);
+      const __m256 v0 = load8(row + j), v1 = load8(row + j + 8);
+      const __m256 v2 = load8(row + j + 16), v3 = load8(row + j + 24);
       vs = _mm256_add_ps(vs, v0);
       vs1 = _mm256_add_ps(vs1, v1);
       vs2 = _mm256_add_ps(vs2, v2);
@@ -179,7 +164,7 @@ void row_pools(const T* row, int64_t s, bool want_max, bool want_idx, float& sum
     const __m256i step2 = _mm256_set1_epi32(16);
     __m256i posb = _mm256_add_epi32(pos, step);
     for (; j + 16 <= s; j += 16) {
-      const __m256 v = V::load(row + j), w = V::load(row + j + 8);
+      const __m256 v = load8(row + j), w = load8(row + j + 8);
       vs = _mm256_add_ps(vs, v);
       vsb = _mm256_add_ps(vsb, w);
       const __m256 gt = _mm256_cmp_ps(v, vm, _CMP_GT_OQ), gtb = _mm256_cmp_ps(w, vmb, _CMP_GT_OQ);
@@ -193,7 +178,7 @@ void row_pools(const T* row, int64_t s, bool want_max, bool want_idx, float& sum
     vs = _mm256_add_ps(vs, vsb);
   }
   for (; j + 8 <= s; j += 8) {
-    const __m256 v = V::load(row + j);
+    const __m256 v = load8(row + j);
     vs = _mm256_add_ps(vs, v);
     if (want_idx) {
       const __m256 gt = _mm256_cmp_ps(v, vm, _CMP_GT_OQ);
@@ -206,7 +191,7 @@ void row_pools(const T* row, int64_t s, bool want_max, bool want_idx, float& sum
   }
   if (j < s) {
     const __m256i mask = tail_mask(s - j);
-    const __m256 v0 = V::load(row + j, s - j);
+    const __m256 v0 = load8(row + j, s - j);
     vs = _mm256_add_ps(vs, v0);
     const __m256 v = _mm256_blendv_ps(ninf, v0, _mm256_castsi256_ps(mask));
     if (want_idx) {
@@ -267,8 +252,8 @@ void global_pools_kernel(const scalar_t* xp, int64_t n, int64_t c, int64_t s, bo
           }
         } else
 #if defined(__AVX2__) && defined(__FMA__)
-        if constexpr (kVec8<scalar_t>) {
-          row_pools<scalar_t>(row, s, mp != nullptr, ip != nullptr, sum, m, im);
+        if constexpr (std::is_same<scalar_t, float>::value) {
+          row_pools(row, s, mp != nullptr, ip != nullptr, sum, m, im);
         } else
 #endif
         if (ip == nullptr && s < 16) {  // short rows: a vectorised reduction costs more than it saves
@@ -401,7 +386,7 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
     if (ip != nullptr) ip[i * s + j] = im;
   };
 #if defined(__AVX2__) && defined(__FMA__)
-  if constexpr (kVec8<scalar_t>) {
+  if constexpr (std::is_same<scalar_t, float>::value) {
     if (ncs) {  // 32 positions at a time, their sums, maxima and argmax in registers across C
       constexpr int64_t sblock = 32;
       const int64_t nblocks = (s + sblock - 1) / sblock;
@@ -429,9 +414,8 @@ void gated_channel_pools_kernel(const scalar_t* xp, const scalar_t* gp, int64_t 
             _mm_prefetch(reinterpret_cast<const char*>(row + sblock), _MM_HINT_T0);
             _mm_prefetch(reinterpret_cast<const char*>(row + sblock + 16), _MM_HINT_T0);
             for (int q = 0; q < nq; ++q) {
-              // y = x * g as a tensor of x's dtype holds it
-              const __m256 xv = 8 * q + 8 <= sn ? Vec8<scalar_t>::load(row + 8 * q) : Vec8<scalar_t>::load(row + 8 * q, sn - 8 * q);
-              const __m256 y = Vec8<scalar_t>::round(_mm256_mul_ps(xv, gv));
+              const __m256 xv = 8 * q + 8 <= sn ? load8(row + 8 * q) : load8(row + 8 * q, sn - 8 * q);
+              const __m256 y = _mm256_mul_ps(xv, gv);
               vs[q] = _mm256_add_ps(vs[q], y);
               // max_update without branches: larger, or the first NaN (m stays NaN after)
               const __m256 upd = _mm256_andnot_ps(
@@ -613,20 +597,19 @@ _Pragma("omp simd")
           continue;
         }
 #if defined(__AVX2__) && defined(__FMA__)
-        if constexpr (kVec8<scalar_t>) {  // the same products and roundings, 8 lanes at a time
-          using V = Vec8<scalar_t>;
+        if constexpr (std::is_same<scalar_t, float>::value) {  // the same products, 8 lanes at a time
           const __m256 g8 = _mm256_set1_ps(gv), zero = _mm256_setzero_ps();
-          const scalar_t* sr = sp != nullptr ? sp + (r / c) * s : nullptr;
-          const scalar_t* rr = rp != nullptr ? rp + r * s : nullptr;
+          const float* sr = sp != nullptr ? sp + (r / c) * s : nullptr;
+          const float* rr = rp != nullptr ? rp + r * s : nullptr;
           auto lanes = [&](int64_t j, int64_t len) {  // len < 8: the row's last values
-            auto load = [&](const scalar_t* q) { return len >= 8 ? V::load(q + j) : V::load(q + j, len); };
+            auto load = [&](const float* q) { return len >= 8 ? load8(q + j) : load8(q + j, len); };
             __m256 y = _mm256_mul_ps(load(xr), g8);
-            if (sr != nullptr) y = _mm256_mul_ps(V::round(y), load(sr));
-            if (rr != nullptr) y = _mm256_max_ps(zero, V::round(_mm256_add_ps(V::round(y), load(rr))));  // NaN kept
+            if (sr != nullptr) y = _mm256_mul_ps(y, load(sr));
+            if (rr != nullptr) y = _mm256_max_ps(zero, _mm256_add_ps(y, load(rr)));  // NaN kept
             if (len >= 8) {
-              V::store(orow + j, y);
+              _mm256_storeu_ps(orow + j, y);
             } else {
-              V::store(orow + j, y, len);
+              _mm256_maskstore_ps(orow + j, tail_mask(len), y);
             }
           };
           int64_t j = 0;
@@ -1378,6 +1361,15 @@ Tensor ncs_view(const Tensor& x, bool& copied) {
   return x.contiguous().view({n, c, s});
 }
 
+// A fresh output for x laid out as its (N, C, S) view x3 = ncs_view(x, copied) (x's strides,
+// or contiguous where that view is a copy), and the output's own (N, C, S) view.
+std::pair<Tensor, Tensor> output_like(const Tensor& x, bool copied) {
+  Tensor out = copied ? at::empty(x.sizes(), x.options()) : at::empty_strided(x.sizes(), x.strides(), x.options());
+  bool out_copied = false;
+  Tensor out3 = ncs_view(out, out_copied);
+  return {out, out3};
+}
+
 // A small tensor (weights, biases) as a contiguous tensor of dtype dt, without a copy when it is one.
 Tensor as_small(const c10::optional<Tensor>& t, at::ScalarType dt) {
   if (!t.has_value() || !t->defined()) return Tensor();
@@ -1412,6 +1404,7 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
                      const c10::optional<Tensor>& shift, bool avg_first, bool spatial_avg, bool spatial_max,
                      const std::string& gate, const c10::optional<Tensor>& residual) {
   TORCH_CHECK(x.dim() >= 3 && x.dim() <= 5 && x.device().is_cpu(), "x must be an (N, C, *spatial) CPU tensor");
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // the block picks its dtype
   bool copied = false;
   Tensor x3 = ncs_view(x, copied);
   Tensor r3;  // relu(y + residual) instead of y: the end of a residual block, in the same pass
@@ -1422,9 +1415,7 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
                     r3.scalar_type() == x3.scalar_type(),
                 "residual must have x's shape, dtype and layout (contiguous or channels_last)");
   }
-  Tensor out = copied ? at::empty(x.sizes(), x.options()) : at::empty_strided(x.sizes(), x.strides(), x.options());
-  bool out_copied = false;
-  Tensor out3 = ncs_view(out, out_copied);
+  auto [out, out3] = output_like(x, copied);
   const int64_t n = x3.size(0), c = x3.size(1), s = x3.size(2);
   if (x3.numel() == 0) return out;
   const auto acc = at::toOpMathType(x3.scalar_type());
@@ -1893,10 +1884,9 @@ struct NativeBlock : public torch::autograd::Function<NativeBlock> {
     c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
     const std::vector<bool> needs = {x.requires_grad(), wants_grad(w1), wants_grad(b1), wants_grad(w2),
                                      wants_grad(b2), wants_grad(weight), wants_grad(scale), wants_grad(shift)};
-    bool copied = false, out_copied = false;
+    bool copied = false;
     Tensor x3 = ncs_view(x, copied);
-    Tensor out = copied ? at::empty(x.sizes(), x.options()) : at::empty_strided(x.sizes(), x.strides(), x.options());
-    Tensor out3 = ncs_view(out, out_copied);
+    auto [out, out3] = output_like(x, copied);
     const bool need_index = needs[0] || needs[1] || needs[2] || needs[3] || needs[4];
     auto r = block_train_forward(x3, out3, x.sizes().slice(2), w1, b1, w2, b2, channel_avg, channel_max, act, weight,
                                  scale, shift, avg_first, spatial_avg, spatial_max, gate, need_index);
