@@ -57,3 +57,23 @@ def test_excite_bench_lists_every_suite() -> None:
 
     for suite in bench.SUITES:
         assert (ROOT / "benchmarks" / f"{suite}.py").is_file(), suite
+
+
+def test_training_benchmark_with_the_floor_variant(capsys) -> None:
+    """One repeat on tiny_resnet: a row per variant with every overhead column, the
+    attention-free model at +0.0 %; --floor replaces every SE module by x * w (one
+    (C, 1, 1) parameter per block, nothing of SE left)."""
+    import excite
+    from benchmarks import training
+
+    assert training.main(["--models", "tiny_resnet", "--repeats", "1", "--warmup", "0",
+                          "--impls", "auto", "--floor"]) == 0
+    rows = [r for r in _rows(capsys.readouterr().out) if r[0] == "tiny_resnet"]
+    assert [(r[2], r[3]) for r in rows] == [("none", "-"), ("floor", "-"), ("se", "auto"), ("cbam", "auto")]
+    assert all(len(r) == 9 for r in rows)
+    assert rows[0][5] == rows[0][7] == rows[0][8] == "+0.0%"
+
+    model = training._floor_model(excite.create_model("tiny_resnet", attention="se", spatial_dims=2), 2)
+    floors = [m for m in model.modules() if isinstance(m, training._Floor)]
+    assert len(floors) == 4 and [f.weight.shape for f in floors] == [(c, 1, 1) for c in (16, 32, 64, 128)]
+    assert not any(isinstance(m, excite.layers.SqueezeExcite) for m in model.modules())
