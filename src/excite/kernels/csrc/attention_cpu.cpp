@@ -1390,6 +1390,30 @@ double scalar_of(const c10::optional<Tensor>& t, double fallback) {
   return v;
 }
 
+// Which parts a block has and how its pools and maps are ordered, resolved once per call.
+struct BlockSpec {
+  bool channel, spatial;
+  int64_t pc, ps;               // descriptors of the channel MLP, maps of the spatial conv
+  int64_t avg_slot, max_slot;   // the spatial maps' order
+  Act act, gate;
+};
+
+BlockSpec block_spec(bool has_channel, bool channel_avg, bool channel_max, const std::string& act,
+                     bool has_spatial, bool avg_first, bool spatial_avg, bool spatial_max, const std::string& gate) {
+  BlockSpec b;
+  b.channel = has_channel;
+  b.spatial = has_spatial;
+  b.pc = static_cast<int64_t>(channel_avg) + static_cast<int64_t>(channel_max);
+  b.ps = static_cast<int64_t>(spatial_avg) + static_cast<int64_t>(spatial_max);
+  b.avg_slot = spatial_avg ? (avg_first || !spatial_max ? 0 : 1) : -1;
+  b.max_slot = spatial_max ? (spatial_avg ? 1 - b.avg_slot : 0) : -1;
+  b.act = has_channel ? parse_act(act) : Act::kIdentity;
+  b.gate = parse_act(gate);
+  TORCH_CHECK(!has_channel || b.pc > 0, "the channel gate needs a pool");
+  TORCH_CHECK(!has_spatial || b.ps > 0, "the spatial gate needs a map");
+  return b;
+}
+
 // y = x * g * s without autograd, in one call; x is (N, C, *spatial), returned y is a
 // fresh tensor laid out as x (contiguous or channels-last; other strides: contiguous):
 //   channel part (w1 given):     g = gate(sum_p MLP(pool_p(x)))             (N, C)
@@ -1419,9 +1443,8 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
   const int64_t n = x3.size(0), c = x3.size(1), s = x3.size(2);
   if (x3.numel() == 0) return out;
   const auto acc = at::toOpMathType(x3.scalar_type());
-  const Act gate_act = parse_act(gate);
-  const bool has_channel = w1_.has_value() && w1_->defined();
-  const bool has_spatial = weight_.has_value() && weight_->defined();
+  const BlockSpec spec = block_spec(w1_.has_value() && w1_->defined(), channel_avg, channel_max, act,
+                                    weight_.has_value() && weight_->defined(), avg_first, spatial_avg, spatial_max, gate);
   const bool ncs = is_ncs(x3);
   Tensor w1 = as_small(w1_, acc), b1 = as_small(b1_, acc), w2 = as_small(w2_, acc), b2 = as_small(b2_, acc);
   Tensor weight = as_small(weight_, acc);
@@ -1430,25 +1453,21 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* xp = x3.const_data_ptr<scalar_t>();
     std::vector<scalar_t> g;  // (N, C) in x's dtype; empty: 1
-    if (has_channel) {
-      const int64_t p = static_cast<int64_t>(channel_avg) + static_cast<int64_t>(channel_max);
-      const int64_t hid = w1.size(0);
+    if (spec.channel) {
+      const int64_t p = spec.pc, hid = w1.size(0);
       std::vector<acc_t> pooled(p * n * c), logits(n * c);
       global_pools_kernel<scalar_t, acc_t>(xp, n, c, s, ncs, channel_avg ? pooled.data() : nullptr,
                                            channel_max ? pooled.data() + (p - 1) * n * c : nullptr, nullptr);
-      const Act mlp_act = parse_act(act);
       mlp_logits_kernel<acc_t>(pooled.data(), p, n, c, hid, w1.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(b1),
-                               w2.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(b2), mlp_act, logits.data());
+                               w2.const_data_ptr<acc_t>(), ptr_or_null<acc_t>(b2), spec.act, logits.data());
       g.resize(n * c);
-      act_inplace(gate_act, logits.data(), n * c);
+      act_inplace(spec.gate, logits.data(), n * c);
       for (int64_t i = 0; i < n * c; ++i) g[i] = from_acc<scalar_t>(logits[i]);
     }
     std::vector<scalar_t> sx;  // (N, S) in x's dtype; empty: 1
-    if (has_spatial) {
-      const int64_t p = static_cast<int64_t>(spatial_avg) + static_cast<int64_t>(spatial_max);
-      TORCH_CHECK(p > 0 && weight.size(1) == p && weight.size(0) == 1, "weight must be (1, P, *k) for P maps");
-      const int64_t avg_slot = spatial_avg ? (avg_first || !spatial_max ? 0 : 1) : -1;
-      const int64_t max_slot = spatial_max ? (spatial_avg ? 1 - avg_slot : 0) : -1;
+    if (spec.spatial) {
+      const int64_t p = spec.ps, avg_slot = spec.avg_slot, max_slot = spec.max_slot;
+      TORCH_CHECK(weight.size(1) == p && weight.size(0) == 1, "weight must be (1, P, *k) for P maps");
       std::vector<acc_t> maps(n * p * s), pre(n * s);
       // the maps are rounded to x's dtype, as the autograd paths keep them
       std::vector<scalar_t> maps_x(std::is_same<scalar_t, acc_t>::value ? 0 : n * p * s);
@@ -1466,7 +1485,7 @@ Tensor block_forward(const Tensor& x, const c10::optional<Tensor>& w1_, const c1
       const acc_t av = static_cast<acc_t>(a), bv = static_cast<acc_t>(b);
       if (av != acc_t(1) || bv != acc_t(0))
         for (int64_t i = 0; i < n * s; ++i) pre[i] = pre[i] * av + bv;
-      act_inplace(gate_act, pre.data(), n * s);
+      act_inplace(spec.gate, pre.data(), n * s);
       for (int64_t i = 0; i < n * s; ++i) sx[i] = from_acc<scalar_t>(pre[i]);
     }
     apply_kernel<scalar_t>(xp, g.empty() ? nullptr : g.data(), sx.empty() ? nullptr : sx.data(),
@@ -1544,29 +1563,6 @@ __attribute__((always_inline)) inline T act_grad(Act a, T h, T z) {
     case Act::kIdentity: return T(1);
   }
   return T(1);
-}
-
-struct BlockSpec {
-  bool channel, spatial;
-  int64_t pc, ps;               // descriptors of the channel MLP, maps of the spatial conv
-  int64_t avg_slot, max_slot;   // the spatial maps' order
-  Act act, gate;
-};
-
-BlockSpec block_spec(bool has_channel, bool channel_avg, bool channel_max, const std::string& act,
-                     bool has_spatial, bool avg_first, bool spatial_avg, bool spatial_max, const std::string& gate) {
-  BlockSpec b;
-  b.channel = has_channel;
-  b.spatial = has_spatial;
-  b.pc = static_cast<int64_t>(channel_avg) + static_cast<int64_t>(channel_max);
-  b.ps = static_cast<int64_t>(spatial_avg) + static_cast<int64_t>(spatial_max);
-  b.avg_slot = spatial_avg ? (avg_first || !spatial_max ? 0 : 1) : -1;
-  b.max_slot = spatial_max ? (spatial_avg ? 1 - b.avg_slot : 0) : -1;
-  b.act = has_channel ? parse_act(act) : Act::kIdentity;
-  b.gate = parse_act(gate);
-  TORCH_CHECK(!has_channel || b.pc > 0, "the channel gate needs a pool");
-  TORCH_CHECK(!has_spatial || b.ps > 0, "the spatial gate needs a map");
-  return b;
 }
 
 // Training forward of a block (as block_forward, with what the backward needs):
